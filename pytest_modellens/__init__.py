@@ -1,0 +1,64 @@
+"""pytest-modellens: snapshot tests of PyTorch model structure and activations.
+
+    def test_net(model_trace, snapshot):
+        assert model_trace(net, x) == snapshot
+
+Importing this package does not import torch; :func:`trace` does, when called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .canonical import SCHEMA, loads
+from .errors import ModelLensError, RenderError, SnapshotFormatError, TraceError
+from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
+
+if TYPE_CHECKING:
+    from .differ import Change
+
+__all__ = [
+    "SCHEMA",
+    "Change",
+    "ModelLensError",
+    "ModuleInfo",
+    "Node",
+    "NodeKind",
+    "ParamInfo",
+    "RenderError",
+    "SnapshotFormatError",
+    "Stats",
+    "TensorSpec",
+    "Tolerance",
+    "Trace",
+    "TraceError",
+    "diff",
+    "loads",
+    "trace",
+]
+
+
+def trace(model: Any, /, *args: Any, **kwargs: Any) -> Trace:
+    """Run ``model(*args, **kwargs)`` once under the tracer and return its :class:`Trace`.
+
+    Keyword options ``stats``, ``rtol`` and ``atol`` are the tracer's; every other
+    keyword goes to the model. See :func:`pytest_modellens.tracer.trace`.
+    """
+    from .tracer import trace as _trace
+
+    return _trace(model, *args, **kwargs)
+
+
+def diff(old: Trace | str, new: Trace | str) -> list[Change]:
+    """The changes from ``old`` to ``new``: two Traces or two snapshot texts."""
+    from .differ import diff as _diff
+
+    return _diff(old, new)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Change":
+        from .differ import Change
+
+        return Change
+    raise AttributeError(f"module 'pytest_modellens' has no attribute {name!r}")

@@ -1,0 +1,19 @@
+"""The exception types users may catch."""
+
+from __future__ import annotations
+
+
+class ModelLensError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class TraceError(ModelLensError):
+    """The model could not be traced (bad arguments, or the forward pass raised)."""
+
+
+class SnapshotFormatError(ModelLensError):
+    """A snapshot text does not parse, or was written by another schema version."""
+
+
+class RenderError(ModelLensError):
+    """A picture could not be drawn."""

@@ -1,0 +1,325 @@
+"""The Trace: an in-memory record of one forward pass, as frozen data.
+
+Nothing here imports torch or any other third-party package, so a Trace read back
+from a snapshot file is the same kind of object as one made by the tracer.
+
+Node kinds form a closed set (:class:`NodeKind`):
+
+- ``input``: a tensor passed to the model (``input:x``, ``input:batch.image``);
+- ``op``: one tensor operation (``encoder.layers.0/linear``, ``cell:3/add:2``);
+- ``condition``: Python branching on a tensor value (``if x.sum() > 0``), op ``bool``;
+- ``output``: a tensor the model returned (``output``, ``output:logits``).
+
+Node ids come from where an operation happens, never from a global counter, so a
+change in one place of a model changes the ids of that place only (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .differ import Change
+
+#: Bytes per element of each dtype name the tracer writes (``str(torch.float32)`` less ``torch.``).
+DTYPE_SIZES = {
+    "bool": 1, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "uint32": 4, "int32": 4,
+    "uint64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
+    "complex32": 4, "complex64": 8, "complex128": 16,
+    "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
+}  # fmt: skip
+
+
+class NodeKind(str, Enum):
+    """The closed set of node kinds; see the module docstring."""
+
+    INPUT = "input"
+    OP = "op"
+    CONDITION = "condition"
+    OUTPUT = "output"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """The dtype and shape of one tensor, written ``float32[4, 2]``."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
+
+    @property
+    def numel(self) -> int:
+        count = 1
+        for size in self.shape:
+            count *= size
+        return count
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPE_SIZES.get(self.dtype, 0)
+
+    @classmethod
+    def parse(cls, text: str) -> TensorSpec:
+        """Read ``float32[4, 2]`` back; raises ValueError on anything else."""
+        dtype, bracket, rest = text.partition("[")
+        if not bracket or not rest.endswith("]") or not dtype:
+            raise ValueError(f"tensor spec must look like 'float32[4, 2]' (got {text!r})")
+        inner = rest[:-1].strip()
+        shape = tuple(int(size) for size in inner.split(",")) if inner else ()
+        return cls(dtype, shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Statistics of one tensor's values over its finite elements, in float64.
+
+    ``mean``/``std``/``min``/``max`` are None when the tensor has no finite element.
+    """
+
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    nan: int
+    inf: int
+
+    @property
+    def nonfinite(self) -> int:
+        return self.nan + self.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """How far activation statistics may move and still count as equal.
+
+    Two values ``old`` and ``new`` match when ``|new - old| <= atol + rtol * |old|``.
+    Structure (ops, shapes, dtypes, wiring) always compares exactly.
+    """
+
+    rtol: float = 1e-3
+    atol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(
+                    f"{name!r} must be a non-negative number (got {value!r} that is a "
+                    f"{type(value).__name__})"
+                )
+
+    def close(self, old: float | None, new: float | None) -> bool:
+        if old is None or new is None:
+            return old is new
+        return abs(new - old) <= self.atol + self.rtol * abs(old)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One node of the traced graph; see :class:`NodeKind` for what each kind means.
+
+    ``inputs`` are references: node ids (``id#k`` for the k-th output of a node with
+    several), ``param:<name>``, ``buffer:<name>`` or ``const:<spec>`` for a tensor that
+    came from neither. ``args`` are the non-tensor arguments as ``(position or keyword,
+    value)`` pairs with JSON-safe values.
+    """
+
+    node_id: str
+    kind: NodeKind
+    op: str
+    inputs: tuple[str, ...] = ()
+    args: tuple[tuple[str, Any], ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    stats: tuple[Stats | None, ...] = ()
+
+    @property
+    def scope(self) -> str:
+        """Module path and call (``cell:3``) of an op or condition; ``""`` at the root."""
+        if self.kind in (NodeKind.OP, NodeKind.CONDITION):
+            return self.node_id.rpartition("/")[0]
+        return ""
+
+    @property
+    def module_path(self) -> str:
+        return self.scope.partition(":")[0]
+
+    @property
+    def refs(self) -> tuple[str, ...]:
+        """The references other nodes use for this node's outputs."""
+        if len(self.outputs) <= 1:
+            return (self.node_id,)
+        return tuple(f"{self.node_id}#{k}" for k in range(len(self.outputs)))
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleInfo:
+    """One module of the model: where it sits, what it is, how often it ran."""
+
+    path: str
+    class_name: str
+    config: str
+    params: int
+    calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParamInfo:
+    """A parameter or buffer of the model (shared ones once, under their first name)."""
+
+    name: str
+    is_buffer: bool
+    spec: TensorSpec
+
+    @property
+    def ref(self) -> str:
+        return f"{'buffer' if self.is_buffer else 'param'}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Trace:
+    """The record of one forward pass: the op graph, the modules and the parameters.
+
+    Compare a Trace with syrupy's ``snapshot`` (``assert trace == snapshot``), print it
+    for a TorchLens-style log, ``dumps()`` it to the canonical snapshot text.
+    ``tolerance`` only says how statistics are compared; it is not part of the data.
+    """
+
+    model: str
+    inputs: Any
+    outputs: Any
+    nodes: tuple[Node, ...]
+    modules: tuple[ModuleInfo, ...]
+    params: tuple[ParamInfo, ...]
+    tolerance: Tolerance = field(default_factory=Tolerance)
+
+    # -- derived facts ---------------------------------------------------------------
+
+    @property
+    def op_nodes(self) -> tuple[Node, ...]:
+        return tuple(node for node in self.nodes if node.kind is NodeKind.OP)
+
+    @property
+    def has_stats(self) -> bool:
+        return any(node.stats for node in self.nodes)
+
+    @property
+    def tensor_count(self) -> int:
+        return sum(len(node.outputs) for node in self.nodes)
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(spec.nbytes for node in self.nodes for spec in node.outputs)
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.spec.numel for p in self.params if not p.is_buffer)
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(p.spec.nbytes for p in self.params if not p.is_buffer)
+
+    @property
+    def param_op_count(self) -> int:
+        return sum(1 for node in self.op_nodes if any(r.startswith("param:") for r in node.inputs))
+
+    @property
+    def passes(self) -> int:
+        """Most times one parametrised operation ran: the same op on the same parameters.
+
+        A parameter-free module called twice (one ``nn.Sigmoid`` used after two layers)
+        is not recurrence; a cell whose weights run on every step of a loop is.
+        """
+        groups = Counter(
+            (node.op, tuple(sorted(r for r in node.inputs if r.startswith("param:"))))
+            for node in self.op_nodes
+            if any(r.startswith("param:") for r in node.inputs)
+        )
+        return max(groups.values(), default=1)
+
+    @property
+    def recurrent(self) -> bool:
+        return self.passes > 1
+
+    @property
+    def branching(self) -> bool:
+        """Whether one tensor feeds more than one node."""
+        consumers: dict[str, set[str]] = {}
+        for node in self.nodes:
+            for ref in node.inputs:
+                if ref.startswith(("param:", "buffer:", "const:")):
+                    continue
+                users = consumers.setdefault(ref, set())
+                users.add(node.node_id)
+                if len(users) > 1:
+                    return True
+        return False
+
+    @property
+    def conditional(self) -> bool:
+        return any(node.kind is NodeKind.CONDITION for node in self.nodes)
+
+    def node(self, node_id: str) -> Node:
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise KeyError(f"no node {node_id!r} in the trace of {self.model}")
+
+    # -- views -----------------------------------------------------------------------
+
+    def dumps(self) -> str:
+        """The canonical snapshot text: deterministic, readable, one node per line."""
+        from .canonical import dumps
+
+        return dumps(self)
+
+    def summary(self) -> str:
+        """A TorchLens-style log of the forward pass."""
+        from .summary import format_summary
+
+        return format_summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return f"<Trace of {self.model}: {len(self.op_nodes)} ops, {len(self.modules)} modules>"
+
+    def render(self, path: str, **options: Any) -> str:
+        """Draw this graph to ``path`` (``.svg``, ``.png`` or ``.gv``); returns the file written."""
+        from .render import render_trace
+
+        return render_trace(self, path, **options)
+
+    def diff(self, other: Trace) -> list[Change]:
+        """The changes that turn ``self`` into ``other``."""
+        from .differ import diff
+
+        return diff(self, other)
+
+    def with_tolerance(self, tolerance: Tolerance) -> Trace:
+        return Trace(
+            self.model, self.inputs, self.outputs, self.nodes, self.modules, self.params,
+            tolerance,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Trace):
+            from .canonical import to_data, data_matches
+
+            return data_matches(to_data(other), to_data(self), self.tolerance)
+        # `trace == snapshot` with syrupy's plain fixture: the extension module, imported
+        # only here, routes the assertion through the model-snapshot extension.
+        from .extension import compare_with_snapshot
+
+        return compare_with_snapshot(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = None  # type: ignore[assignment]
