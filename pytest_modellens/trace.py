@@ -263,6 +263,14 @@ class Trace:
     def conditional(self) -> bool:
         return any(node.kind is NodeKind.CONDITION for node in self.nodes)
 
+    @property
+    def first_nonfinite(self) -> Node | None:
+        """The first node, in execution order, whose output holds a NaN or Inf (needs stats)."""
+        for node in self.nodes:
+            if any(s is not None and s.nonfinite for s in node.stats):
+                return node
+        return None
+
     def node(self, node_id: str) -> Node:
         for node in self.nodes:
             if node.node_id == node_id:

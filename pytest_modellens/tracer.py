@@ -316,7 +316,9 @@ class _ModelState:
 
     def __init__(self, model: nn.Module) -> None:
         self.training = [(m, m.training) for m in model.modules()]
-        self.buffers = [(b, b._version, b.detach().clone()) for b in model.buffers()]
+        # Native kernels (batch_norm's running statistics) write buffers without bumping
+        # their version counter, so every buffer is copied and put back.
+        self.buffers = [(b, b.detach().clone()) for b in model.buffers()]
         self.params = [(p, p._version) for p in model.parameters()]
         self.cpu_rng = torch.get_rng_state()
         self.cuda_rng = (
@@ -327,9 +329,8 @@ class _ModelState:
 
     def restore(self, saved_params: dict[int, tuple[Tensor, Tensor]]) -> None:
         with torch.no_grad():
-            for buf, version, copy in self.buffers:
-                if buf._version != version:
-                    buf.copy_(copy)
+            for buf, copy in self.buffers:
+                buf.copy_(copy)
             for param, copy in saved_params.values():
                 param.copy_(copy)
         for module, training in self.training:

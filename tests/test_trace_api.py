@@ -1,0 +1,122 @@
+"""The library surface: trace(), the printed log, and what a trace leaves behind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+import pytest_modellens as lens
+
+
+class NeuralNetwork(nn.Module):
+    def __init__(self, input_size: int = 2, hidden_size: int = 4, output_size: int = 1) -> None:
+        super().__init__()
+        self.input_to_hidden = nn.Linear(input_size, hidden_size)
+        self.hidden_to_output = nn.Linear(hidden_size, output_size)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.sigmoid(self.input_to_hidden(x))
+        return self.sigmoid(self.hidden_to_output(hidden))
+
+
+X = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float32)
+
+
+def test_the_reference_log_reads_like_torchlens() -> None:
+    log = str(lens.trace(NeuralNetwork(), X))
+    assert log.startswith("Log of NeuralNetwork forward pass:")
+    for expected in (
+        "purely feedforward, no recurrence",
+        "no branching",
+        "no conditional (if-then) branching",
+        "3 total modules",
+        "6 total tensors",
+        "2 parameter operations (17 params total",
+    ):
+        assert expected in log
+    hierarchy = log.split("Module Hierarchy:\n")[1].split("\tLayers:")[0].split()
+    assert hierarchy == ["input_to_hidden", "sigmoid:1", "hidden_to_output", "sigmoid:2"]
+    layers = [line.split()[1:3] for line in log.split("Layers:\n")[1].splitlines()]
+    assert layers == [
+        ["input_1", "[4,"], ["linear_1_1", "[4,"], ["sigmoid_1_2", "[4,"],
+        ["linear_2_3", "[4,"], ["sigmoid_2_4", "[4,"], ["output_1", "[4,"],
+    ]  # fmt: skip
+    shapes = [line.split("]")[0].split("[")[1] for line in log.split("Layers:\n")[1].splitlines()]
+    assert shapes == ["4, 2", "4, 4", "4, 4", "4, 1", "4, 1", "4, 1"]
+
+
+def test_node_ids_come_from_where_each_op_runs() -> None:
+    ids = [node.node_id for node in lens.trace(NeuralNetwork(), X).nodes]
+    assert ids == [
+        "input:x",
+        "input_to_hidden/linear",
+        "sigmoid/sigmoid",
+        "hidden_to_output/linear",
+        "sigmoid:2/sigmoid",
+        "output",
+    ]
+
+
+class Exploding(nn.Module):
+    """Updates BatchNorm statistics, draws random numbers, flips a flag, then raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(2)
+        self.linear = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x) + torch.randn_like(x)
+        self.linear.weight.add_(1.0)
+        self.linear.eval()
+        raise RuntimeError("boom in forward")
+
+
+def _global_hook_count() -> int:
+    return sum(
+        len(hooks)
+        for hooks in (
+            torch_module._global_forward_pre_hooks,
+            torch_module._global_forward_hooks,
+            torch_module._global_forward_hooks_always_called,
+        )
+    )
+
+
+def test_a_forward_that_raises_leaves_no_mode_no_hook_and_an_unchanged_model() -> None:
+    model = Exploding().train()
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    hooks = _global_hook_count()
+
+    with pytest.raises(lens.TraceError, match=r"Exploding raised RuntimeError: boom in forward .*unchanged"):
+        lens.trace(model, X)
+
+    assert torch._C._len_torch_function_stack() == 0
+    assert _global_hook_count() == hooks
+    assert all(torch.equal(state[name], value) for name, value in model.state_dict().items())
+    assert model.training and model.linear.training
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_successful_trace_also_leaves_the_model_as_it_was() -> None:
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Dropout(0.5)).train()
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    lens.trace(model, X)
+    assert all(torch.equal(state[name], value) for name, value in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch._C._len_torch_function_stack() == 0
+
+
+def test_a_non_module_is_refused_with_what_to_do() -> None:
+    with pytest.raises(lens.TraceError, match=r"needs a torch.nn.Module .*got 'builtin_function_or_method'.*wrap"):
+        lens.trace(torch.relu, X)
+
+
+def test_bad_tolerances_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"'rtol' must be a non-negative number \(got -1"):
+        lens.trace(NeuralNetwork(), X, rtol=-1)
