@@ -146,8 +146,7 @@ def parse(text: str, *, source: str = "snapshot") -> dict[str, Any]:
         raise SnapshotFormatError(f"{source} is not a model snapshot (no 'schema' key); {UPDATE_HINT}")
     if data["schema"] != SCHEMA:
         raise SnapshotFormatError(
-            f"{source} was written by schema {data['schema']!r}, this version reads "
-            f"{SCHEMA!r}; {UPDATE_HINT}"
+            f"{source} was written by schema {data['schema']!r}, this version reads {SCHEMA!r}; {UPDATE_HINT}"
         )
     return data
 
@@ -193,11 +192,18 @@ def from_data(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
                 tuple(entry.get("args", {}).items()),
                 outputs,
             )
-            node_stats = tuple(
-                Stats(**stats[ref]) if ref in stats else None for ref in node.refs
-            ) if stats else ()
+            node_stats = (
+                tuple(Stats(**stats[ref]) if ref in stats else None for ref in node.refs) if stats else ()
+            )
             nodes.append(Node(node.node_id, kind, node.op, node.inputs, node.args, outputs, node_stats))
-        return Trace(summary["model"], summary["inputs"], summary["outputs"], tuple(nodes), tuple(modules), tuple(params))
+        return Trace(
+            summary["model"],
+            summary["inputs"],
+            summary["outputs"],
+            tuple(nodes),
+            tuple(modules),
+            tuple(params),
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise SnapshotFormatError(
             f"{source}: {where} is malformed ({type(error).__name__}: {error}); {UPDATE_HINT}"
@@ -228,10 +234,10 @@ def data_matches(old: dict[str, Any], new: dict[str, Any], tolerance: Tolerance)
     """Structure equal exactly, statistics equal within ``tolerance``."""
     if old.keys() != new.keys():
         return False
-    for key in new:
+    for key, value in new.items():
         if key == "stats":
-            if not stats_within(old[key], new[key], tolerance):
+            if not stats_within(old[key], value, tolerance):
                 return False
-        elif old[key] != new[key]:
+        elif old[key] != value:
             return False
     return True

@@ -72,19 +72,21 @@ def format_summary(trace: Trace) -> str:
         if trace.recurrent
         else "purely feedforward, no recurrence",
         "with branching" if trace.branching else "no branching",
-        "with conditional (if-then) branching"
-        if trace.conditional
-        else "no conditional (if-then) branching",
+        "with conditional (if-then) branching" if trace.conditional else "no conditional (if-then) branching",
         f"{max(len(trace.modules) - 1, 0)} total modules",
     ]
     lines = [f"Log of {trace.model} forward pass:", "\tStructure:"]
     lines += [f"\t\t- {item}" for item in structure]
     lines += [
         "\tTensor info:",
-        f"\t\t- {trace.tensor_count} total tensors ({_bytes(trace.tensor_bytes)}) "
-        "computed during forward pass.",
-        f"\tParameters: {trace.param_op_count} parameter operations "
-        f"({trace.param_count} params total; {_bytes(trace.param_bytes)})",
+        (
+            f"\t\t- {trace.tensor_count} total tensors ({_bytes(trace.tensor_bytes)}) "
+            "computed during forward pass."
+        ),
+        (
+            f"\tParameters: {trace.param_op_count} parameter operations "
+            f"({trace.param_count} params total; {_bytes(trace.param_bytes)})"
+        ),
         "\tModule Hierarchy:",
     ]
     lines += [f"\t\t{line}" for line in module_hierarchy(trace)]

@@ -109,8 +109,7 @@ class Tolerance:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(
-                    f"{name!r} must be a non-negative number (got {value!r} that is a "
-                    f"{type(value).__name__})"
+                    f"{name!r} must be a non-negative number (got {value!r} that is a {type(value).__name__})"
                 )
 
     def close(self, old: float | None, new: float | None) -> bool:
@@ -317,7 +316,7 @@ class Trace:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Trace):
-            from .canonical import to_data, data_matches
+            from .canonical import data_matches, to_data
 
             return data_matches(to_data(other), to_data(self), self.tolerance)
         # `trace == snapshot` with syrupy's plain fixture: the extension module, imported

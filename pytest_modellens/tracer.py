@@ -4,9 +4,21 @@ The tracer is a scoped ``torch.overrides.TorchFunctionMode`` plus global module
 forward pre/post hooks. Operations are named at the function level (``linear``,
 ``conv2d``, ``scaled_dot_product_attention``), which is the same on every device;
 dispatcher-level (ATen) names are not. Nothing outlives a call to :func:`trace`:
-the mode and hooks are removed, and the model's parameters, buffers, training flags
-and the global RNG state are put back as they were, whether the forward returns or
-raises.
+the mode, the hooks and the one patch (see below) are removed, and the model's
+parameters, buffers, training flags, the inputs and the global RNG state are put back
+as they were, whether the forward returns or raises.
+
+What the mode cannot see inside, it records from the outside:
+
+- a custom ``torch.autograd.Function`` is one operation named after its class
+  (``GradReverse``), its insides hidden as those of ``F.layer_norm`` are: a Function
+  backed by a compiled kernel traces the same as one written in torch ops, on every
+  device. ``Function.apply`` is patched for the duration of the trace to route it
+  through the mode. The reentrant ``torch.utils.checkpoint`` Function only runs the
+  model's own modules, so it stays transparent;
+- a module whose output no traced operation produced (a TorchScript module, a call
+  into a C++ extension) becomes one operation named after its class, reading the
+  tensors it was given and its parameters.
 
 The handler below runs inside every operation of the forward, so it is kept lean:
 names are cached per function, and tensors are tracked by ``id`` with a weak
@@ -17,19 +29,24 @@ themselves would keep every activation of the forward alive).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import math
+import numbers
+import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.modules.module import (
     register_module_forward_hook,
     register_module_forward_pre_hook,
 )
-from torch.overrides import TorchFunctionMode
+from torch.overrides import TorchFunctionMode, handle_torch_function
 
 from .errors import TraceError
 from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
@@ -38,9 +55,23 @@ from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tol
 MAX_LISTED_ARGS = 16
 #: Significant digits kept of float arguments (``eps=1e-05``), so they print stably.
 ARG_FLOAT_DIGITS = 8
+#: How deep the tensors inside plain objects among the inputs and outputs are looked
+#: for (a Hugging Face cache holds its tensors two objects down).
+MAX_OBJECT_DEPTH = 4
 
 _DUNDER_INPLACE = {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow",
                    "imatmul", "iand", "ior", "ixor", "ilshift", "irshift"}  # fmt: skip
+#: Operations that turn tensor values into a Python bool: the forward branches on data.
+_CONDITION_OPS = frozenset({"bool", "equal", "allclose", "is_nonzero", "contains"})
+#: Operations whose output holds no values yet: their statistics would be noise.
+_UNINITIALIZED_OPS = frozenset({"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "empty_permuted"})
+#: Device types: a string argument naming one (``x.to("cuda")``) is written ``<device>``.
+_DEVICE_TYPES = frozenset({"cpu", "cuda", "mps", "xpu", "meta", "hpu", "xla", "npu", "mtia", "ipu"})
+_FUNCTION_APPLY = torch.autograd.Function.__dict__["apply"]
+#: The exit hook reads keyword arguments too, where this torch can pass them.
+_EXIT_HOOK_OPTIONS = {"always_call": True} | (
+    {"with_kwargs": True} if "with_kwargs" in inspect.signature(register_module_forward_hook).parameters else {}
+)
 _op_names: dict[Any, str] = {}
 _dtype_names: dict[torch.dtype, str] = {}
 
@@ -58,6 +89,7 @@ def _op_name(func: Any) -> str:
         name = name[2:-2]
         if name in _DUNDER_INPLACE:
             name = name[1:] + "_"
+    name = name.removesuffix(".default")  # torch.ops.aten.add.default
     try:
         _op_names[func] = name
     except TypeError:
@@ -82,8 +114,10 @@ def _spec(tensor: Tensor) -> TensorSpec:
 
 def _describe(value: Any) -> Any:
     """A JSON-safe, device-free, deterministic description of a non-tensor argument."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, int)):
         return value
+    if isinstance(value, str):
+        return "<device>" if value.partition(":")[0] in _DEVICE_TYPES else value
     if isinstance(value, float):
         if math.isfinite(value):
             return float(f"{value:.{ARG_FLOAT_DIGITS}g}")
@@ -105,11 +139,15 @@ def _describe(value: Any) -> Any:
         return "<device>"  # devices stay out of the compared data
     if isinstance(value, (torch.memory_format, torch.layout)):
         return str(value).removeprefix("torch.")
-    if isinstance(value, torch.Generator):
-        return "<generator>"
     if isinstance(value, Mapping):
         return {str(k): _describe(v) for k, v in value.items()}
-    return f"<{type(value).__name__}>"
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__name__}.{value.name}"
+    if isinstance(value, numbers.Integral):  # numpy and other foreign scalars
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return _describe(float(value))
+    return f"<{type(value).__name__}>"  # never repr(): it may hold an address or a device
 
 
 def _compute_stats(tensor: Tensor) -> Stats:
@@ -138,25 +176,50 @@ def _compute_stats(tensor: Tensor) -> Stats:
     )
 
 
-def _flatten(value: Any, path: str, out: list[tuple[str, Tensor]]) -> Any:
+def _tensors_in(values: Any, out: list[Tensor]) -> list[Tensor]:
+    """The tensors in nested lists, tuples and dicts, in order (the handler's quick walk)."""
+    for value in values:
+        if isinstance(value, Tensor):
+            out.append(value)
+        elif isinstance(value, (list, tuple)):
+            _tensors_in(value, out)
+        elif isinstance(value, dict):
+            _tensors_in(value.values(), out)
+    return out
+
+
+def _flatten(value: Any, path: str, out: list[tuple[str, Tensor]], depth: int = 0) -> Any:
     """Collect the tensors of a nested value with their paths; return its description.
 
-    Handles tensors, tuples/lists (named tuples included), mappings (Hugging Face
-    ``ModelOutput`` is one) and dataclasses. Paths join keys with dots: ``0.1``, ``logits``.
+    Handles tensors, tuples and lists (named tuples by field), mappings (Hugging Face
+    ``ModelOutput`` is one), dataclasses and, a few levels deep, the public attributes
+    of plain objects that hold tensors (a Hugging Face cache). Paths join keys with
+    dots: ``0.1``, ``logits``, ``past_key_values.layers.0.keys``.
     """
     join = (lambda key: f"{path}.{key}") if path else str
     if isinstance(value, Tensor):
         out.append((path, value))
         return str(_spec(value))
-    if isinstance(value, Mapping):
-        return {str(k): _flatten(v, join(k), out) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {f: _flatten(v, join(f), out, depth) for f, v in zip(value._fields, value)}
     if isinstance(value, (list, tuple)):
-        return [_flatten(v, join(i), out) for i, v in enumerate(value)]
+        return [_flatten(v, join(i), out, depth) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        return {str(k): _flatten(v, join(k), out, depth) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: _flatten(getattr(value, f.name), join(f.name), out)
-            for f in dataclasses.fields(value)
-        }
+        return {f.name: _flatten(getattr(value, f.name), join(f.name), out, depth) for f in dataclasses.fields(value)}
+    attributes = getattr(value, "__dict__", None)
+    if attributes and depth < MAX_OBJECT_DEPTH and not isinstance(value, (nn.Module, type)):
+        held = {}
+        for name, item in attributes.items():
+            found: list[tuple[str, Tensor]] = []
+            if not name.startswith("_"):
+                description = _flatten(item, join(name), found, depth + 1)
+                if found:  # only what holds tensors: the rest is the object's bookkeeping
+                    held[name] = description
+                    out.extend(found)
+        if held:
+            return held
     return _describe(value)
 
 
@@ -170,18 +233,33 @@ class _Recorder(TorchFunctionMode):
         for path, module in model.named_modules(remove_duplicate=False):
             self.module_paths.setdefault(id(module), path)
         self.foreign: list[tuple[str, nn.Module]] = []
-        self.named: dict[int, str] = {}
-        for name, param in model.named_parameters():
-            self.named[id(param)] = f"param:{name}"
-        for name, buf in model.named_buffers():
-            self.named.setdefault(id(buf), f"buffer:{name}")
-        self.param_ids = {id(p) for p in model.parameters()}
-        self.saved_params: dict[int, tuple[Tensor, Tensor]] = {}
+        self.foreign_names: dict[str, int] = {}
+        #: The reference of every tensor a node may read, by id, with a weak reference
+        #: that proves the id still belongs to that tensor: outputs of traced
+        #: operations, inputs, and (named once, up front) parameters and buffers.
         self.producers: dict[int, tuple[weakref.ref[Tensor], str]] = {}
+        self.named: dict[int, tuple[str, Tensor]] = {}
+        self._name_tensors(model, "")
+        #: Tensors an in-place operation may not leave changed: parameters and inputs.
+        self.protected = {
+            key for key, (ref, tensor) in self.named.items() if ref.startswith("param:") and not _uninitialized(tensor)
+        }
+        self.saved: dict[int, tuple[Tensor, Tensor]] = {}
         self.scopes: list[str] = [""]
+        self.owners: list[nn.Module | None] = [None]
         self.calls: dict[str, int] = {}
         self.op_counts: dict[tuple[str, str], int] = {}
         self.nodes: list[Node] = []
+        self.function_ops: dict[type, Callable[..., Any]] = {}
+
+    def _name_tensors(self, module: nn.Module, prefix: str) -> None:
+        """Name parameters and buffers (a shared one once, under its first name)."""
+        params = [(f"param:{name}", p) for name, p in module.named_parameters(prefix=prefix)]
+        buffers = [(f"buffer:{name}", b) for name, b in module.named_buffers(prefix=prefix)]
+        for ref, tensor in params + buffers:
+            if id(tensor) not in self.named:
+                self.named[id(tensor)] = (ref, tensor)
+                self.producers[id(tensor)] = (weakref.ref(tensor), ref)
 
     # -- module scopes ---------------------------------------------------------------
 
@@ -190,46 +268,78 @@ class _Recorder(TorchFunctionMode):
         if path is None:
             # A module outside the model's tree (a model held in a plain list, a
             # global): name it after its class, numbered in order of first call.
-            base = f"<{type(module).__name__}>"
-            taken = sum(1 for name, _ in self.foreign if name.startswith(base[:-1]))
-            root = base if not taken else f"{base[:-1]}#{taken + 1}>"
+            class_name = type(module).__name__
+            taken = self.foreign_names[class_name] = self.foreign_names.get(class_name, 0) + 1
+            root = f"<{class_name}>" if taken == 1 else f"<{class_name}#{taken}>"
             self.foreign.append((root, module))
             for sub, child in module.named_modules(remove_duplicate=False):
                 self.module_paths.setdefault(id(child), f"{root}.{sub}" if sub else root)
+            self._name_tensors(module, root)
             path = self.module_paths[id(module)]
         return path
 
-    def enter_module(self, module: nn.Module, _args: Any) -> None:
+    def enter_module(self, module: nn.Module, args: Any) -> None:
+        if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+            # What the module's own pre-hook would do next, out of the trace: making the
+            # parameters is not part of the forward a snapshot should show.
+            with torch._C.DisableTorchFunction():
+                module.initialize_parameters(*args)
+                for buf in module.buffers():  # new running statistics are put back too
+                    self.saved.setdefault(id(buf), (buf, buf.detach().clone()))
         path = self._path_of(module)
         call = self.calls[path] = self.calls.get(path, 0) + 1
         self.scopes.append(path if call == 1 else f"{path}:{call}")
+        self.owners.append(module)
 
-    def exit_module(self, _module: nn.Module, _args: Any, _output: Any) -> None:
-        if len(self.scopes) > 1:
+    def exit_module(self, module: nn.Module, args: Any, *rest: Any) -> None:
+        # Called as (module, args, kwargs, output), or as (module, args, None) when the
+        # forward raised; then a module deeper down may have raised without its exit,
+        # so scopes are popped down to this module's own.
+        output = rest[-1]
+        if output is not None:
+            self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
+        if self.owners[-1] is not module and not any(owner is module for owner in self.owners):
+            return
+        while len(self.scopes) > 1:
             self.scopes.pop()
+            if self.owners.pop() is module:
+                break
+
+    def _cover_untraced(self, module: nn.Module, given: Any, output: Any) -> None:
+        """Record a module whose output tensors no traced operation produced."""
+        if isinstance(output, Tensor):
+            if self.known(output):
+                return
+            unknown = [output]
+        else:
+            unknown = [t for t in _tensors_in((output,), []) if not self.known(t)]
+            if not unknown:
+                return
+        op = getattr(module, "original_name", None) or type(module).__name__  # TorchScript keeps it
+        inputs = [self.ref(t) for t in _tensors_in(given, [])]
+        inputs += [self.ref(p) for p in module.parameters()]
+        self._record(op, inputs, [], unknown)
 
     # -- tensors ---------------------------------------------------------------------
 
+    def known(self, tensor: Tensor) -> bool:
+        entry = self.producers.get(id(tensor))
+        return entry is not None and entry[0]() is tensor
+
     def ref(self, tensor: Tensor) -> str:
-        key = id(tensor)
-        entry = self.producers.get(key)
+        """How a node names a tensor it reads: its producer's id, ``param:``/``buffer:`` or ``const:``."""
+        entry = self.producers.get(id(tensor))
         if entry is not None and entry[0]() is tensor:
             return entry[1]
-        named = self.named.get(key)
-        if named is not None:
-            return named
         return f"const:{_spec(tensor)}"
-
-    def _bind(self, tensor: Tensor, ref: str) -> None:
-        try:
-            self.producers[id(tensor)] = (weakref.ref(tensor), ref)
-        except TypeError:  # a tensor type without weak references: track nothing
-            pass
 
     def add_node(self, node: Node, tensors: list[Tensor]) -> None:
         self.nodes.append(node)
         for tensor, ref in zip(tensors, node.refs):
-            self._bind(tensor, ref)
+            try:
+                self.producers[id(tensor)] = (weakref.ref(tensor), ref)
+            except TypeError:  # a tensor type without weak references: track nothing
+                pass
 
     def new_id(self, op: str) -> str:
         scope = self.scopes[-1]
@@ -238,8 +348,16 @@ class _Recorder(TorchFunctionMode):
         name = op if n == 1 else f"{op}:{n}"
         return f"{scope}/{name}" if scope else name
 
-    def _stats_of(self, tensors: list[Tensor]) -> tuple[Stats | None, ...]:
+    def stats_of(self, tensors: list[Tensor]) -> tuple[Stats | None, ...]:
         return tuple(_compute_stats(t) for t in tensors) if self.stats else ()
+
+    def _record(self, op: str, inputs: list[str], described: list[tuple[str, Any]], outputs: list[Tensor]) -> None:
+        specs = (_spec(outputs[0]),) if len(outputs) == 1 else tuple(map(_spec, outputs))
+        stats: tuple[Stats | None, ...] = ()
+        if self.stats:  # the values of `torch.empty` are whatever the memory held
+            stats = (None,) * len(outputs) if op in _UNINITIALIZED_OPS else tuple(map(_compute_stats, outputs))
+        node = Node(self.new_id(op), NodeKind.OP, op, tuple(inputs), tuple(described), specs, stats)
+        self.add_node(node, outputs)
 
     # -- operations ------------------------------------------------------------------
 
@@ -247,23 +365,24 @@ class _Recorder(TorchFunctionMode):
         if kwargs is None:
             kwargs = {}
         op = _op_name(func)
-        if op[-1] == "_" or op == "setitem" or "out" in kwargs:
-            self._save_param_before_write(args, kwargs)
+        if op[-1] == "_" or op == "setitem" or (kwargs and ("out" in kwargs or kwargs.get("inplace") is True)):
+            self._save_before_write(args, kwargs)
         result = func(*args, **kwargs)
 
         if isinstance(result, Tensor):
             outputs = [result]
-        elif op == "setitem" and args and isinstance(args[0], Tensor):
+        elif op == "setitem":
+            if not (args and isinstance(args[0], Tensor)):
+                return result
             outputs = [args[0]]  # x[i] = v returns None but writes x
-        elif op == "bool":
-            if args and isinstance(args[0], Tensor):
-                node = Node(self.new_id("bool"), NodeKind.CONDITION, "bool", (self.ref(args[0]),))
+        elif result.__class__ is bool:
+            if op in _CONDITION_OPS:  # `if x.sum() > 0:` calls __bool__
+                inputs = [self.ref(t) for t in _tensors_in(args, [])]
+                node = Node(self.new_id(op), NodeKind.CONDITION, op, tuple(inputs), (("result", result),))
                 self.nodes.append(node)
             return result
-        elif isinstance(result, (tuple, list)) and result:
-            pairs: list[tuple[str, Tensor]] = []
-            _flatten(result, "", pairs)
-            outputs = [t for _, t in pairs]
+        elif isinstance(result, (tuple, list)) and not isinstance(result, torch.Size):
+            outputs = _tensors_in(result, [])
             if not outputs:
                 return result
         else:
@@ -272,43 +391,67 @@ class _Recorder(TorchFunctionMode):
         inputs: list[str] = []
         described: list[tuple[str, Any]] = []
         for position, value in enumerate(args):
-            self._take(str(position), value, inputs, described)
+            if isinstance(value, Tensor):
+                inputs.append(self.ref(value))
+            else:
+                self._take(str(position), value, inputs, described)
         for key, value in kwargs.items():
-            self._take(key, value, inputs, described)
-        node = Node(
-            self.new_id(op),
-            NodeKind.OP,
-            op,
-            tuple(inputs),
-            tuple(described),
-            tuple(_spec(t) for t in outputs),
-            self._stats_of(outputs),
-        )
-        self.add_node(node, outputs)
+            if isinstance(value, Tensor):
+                inputs.append(self.ref(value))
+            elif key[0] != "_":  # private knobs such as log_softmax's `_stacklevel`
+                self._take(key, value, inputs, described)
+        self._record(op, inputs, described, outputs)
         return result
 
     def _take(self, key: str, value: Any, inputs: list[str], described: list[tuple[str, Any]]) -> None:
-        if isinstance(value, Tensor):
-            inputs.append(self.ref(value))
-            return
-        if isinstance(value, (list, tuple)):
-            tensors: list[tuple[str, Tensor]] = []
-            _flatten(value, "", tensors)
+        """A non-tensor argument: tensors inside a list go to the inputs, the rest is described."""
+        if isinstance(value, (list, tuple)) and value:
+            tensors = _tensors_in(value, [])
             if tensors:
-                inputs.extend(self.ref(t) for _, t in tensors)
+                inputs.extend(self.ref(t) for t in tensors)
                 if all(isinstance(v, Tensor) for v in value):
                     return  # torch.cat([a, b]): the inputs list says it all
-        if key == "device":
-            value = "<device>"
-        described.append((key, _describe(value)))
+        described.append((key, "<device>" if key == "device" else _describe(value)))
 
-    def _save_param_before_write(self, args: Any, kwargs: Any) -> None:
-        """Keep a copy of a parameter the forward is about to write in place."""
+    def _save_before_write(self, args: Any, kwargs: Any) -> None:
+        """Keep a copy of a parameter or input the forward is about to write in place."""
         target = kwargs.get("out", args[0] if args else None)
-        if isinstance(target, Tensor) and id(target) in self.param_ids:
-            if id(target) not in self.saved_params:
-                with torch.no_grad():  # the mode is off inside its own handler
-                    self.saved_params[id(target)] = (target, target.detach().clone())
+        if not isinstance(target, Tensor):
+            return
+        if target._base is not None:  # writing through a view writes the tensor it views
+            target = target._base
+        key = id(target)
+        if key in self.protected and key not in self.saved:
+            with torch.no_grad():  # the mode is off inside its own handler
+                self.saved[key] = (target, target.detach().clone())
+
+    # -- custom autograd Functions -----------------------------------------------------
+
+    def apply_function(self, cls: type, args: Any, kwargs: Any) -> Any:
+        """``Function.apply`` while tracing: one operation named after the class."""
+        apply = _FUNCTION_APPLY.__get__(None, cls)
+        if not torch._C._is_torch_function_mode_enabled() or issubclass(cls, _checkpoint_function()):
+            return apply(*args, **kwargs)  # inside an operation (the mode is off there), or transparent
+        op = self.function_ops.get(cls)
+        if op is None:
+
+            def op(*args: Any, **kwargs: Any) -> Any:
+                return apply(*args, **kwargs)
+
+            op.__name__ = cls.__name__
+            self.function_ops[cls] = op
+        # Through torch's own dispatch, so the mode is off while the Function runs.
+        return handle_torch_function(op, _tensors_in(args, _tensors_in(kwargs.values(), [])), *args, **kwargs)
+
+
+def _checkpoint_function() -> type:
+    from torch.utils.checkpoint import CheckpointFunction
+
+    return CheckpointFunction
+
+
+def _uninitialized(tensor: Tensor) -> bool:
+    return isinstance(tensor, nn.parameter.UninitializedTensorMixin)
 
 
 class _ModelState:
@@ -318,8 +461,9 @@ class _ModelState:
         self.training = [(m, m.training) for m in model.modules()]
         # Native kernels (batch_norm's running statistics) write buffers without bumping
         # their version counter, so every buffer is copied and put back.
-        self.buffers = [(b, b.detach().clone()) for b in model.buffers()]
-        self.params = [(p, p._version) for p in model.parameters()]
+        # A lazy module's first forward makes its parameters: that change is expected.
+        self.buffers = [(b, b.detach().clone()) for b in model.buffers() if not _uninitialized(b)]
+        self.params = [(p, p._version) for p in model.parameters() if not _uninitialized(p)]
         self.cpu_rng = torch.get_rng_state()
         self.cuda_rng = (
             torch.cuda.get_rng_state_all()
@@ -327,27 +471,28 @@ class _ModelState:
             else None
         )
 
-    def restore(self, saved_params: dict[int, tuple[Tensor, Tensor]]) -> None:
+    def restore(self, saved: dict[int, tuple[Tensor, Tensor]]) -> None:
         with torch.no_grad():
             for buf, copy in self.buffers:
                 buf.copy_(copy)
-            for param, copy in saved_params.values():
-                param.copy_(copy)
+            for tensor, copy in saved.values():
+                tensor.copy_(copy)
         for module, training in self.training:
             module.training = training
         torch.set_rng_state(self.cpu_rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
 
-    def unrestorable(self, saved_params: dict[int, tuple[Tensor, Tensor]]) -> list[Tensor]:
+    def unrestorable(self, saved: dict[int, tuple[Tensor, Tensor]]) -> list[Tensor]:
         """Parameters changed in place by code the tracer could not see (native ops)."""
-        return [
-            p for p, version in self.params if p._version != version and id(p) not in saved_params
-        ]
+        return [p for p, version in self.params if p._version != version and id(p) not in saved]
 
 
 def _bind_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Name the inputs after the forward's parameters (``x``, ``input_ids``), else by position."""
+    """Name the inputs after the forward's parameters (``x``, ``input_ids``), else by position.
+
+    ``*args`` are named by position and ``**kwargs`` by keyword, as if spelt out.
+    """
     try:
         bound = inspect.signature(model.forward).bind(*args, **kwargs)
     except (TypeError, ValueError):
@@ -359,9 +504,27 @@ def _bind_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
         kind = bound.signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_KEYWORD:
             named.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            named.update((str(position), item) for position, item in enumerate(value, start=len(named)))
         else:
             named[name] = value
     return named
+
+
+def _parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, int]:
+    """Parameters under each module (a shared one once), by module id, in one walk of the tree."""
+    held: dict[int, dict[int, int]] = {}  # module id -> {parameter id: numel}
+
+    def collect(module: nn.Module) -> dict[int, int]:
+        found = held.get(id(module))
+        if found is None:
+            found = {id(p): p.numel() for p in module.parameters(recurse=False)}
+            for child in module.children():
+                found.update(collect(child))
+            held[id(module)] = found
+        return found
+
+    return {id(module): sum(collect(module).values()) for _, module in modules}
 
 
 def _module_table(model: nn.Module, recorder: _Recorder) -> tuple[ModuleInfo, ...]:
@@ -371,27 +534,37 @@ def _module_table(model: nn.Module, recorder: _Recorder) -> tuple[ModuleInfo, ..
     seen_foreign = {id(m) for _, m in recorder.foreign}
     for root, module in recorder.foreign:
         entries += [(f"{root}.{sub}", m) for sub, m in module.named_modules() if sub and id(m) not in seen_foreign]
+    params = _parameter_counts(entries)
     for path, module in entries:
         try:
             config = module.extra_repr()
-        except Exception:  # a custom extra_repr that fails must not fail the trace
+        except Exception:  # noqa: BLE001 - a custom extra_repr that fails must not fail the trace
             config = ""
         rows.append(
             ModuleInfo(
                 path=path,
                 class_name=type(module).__name__,
                 config=config,
-                params=sum(p.numel() for p in module.parameters()),
+                params=params[id(module)],
                 calls=recorder.calls.get(path, 0),
             )
         )
     return tuple(rows)
 
 
-def _param_table(model: nn.Module) -> tuple[ParamInfo, ...]:
-    rows = [ParamInfo(name, False, _spec(p)) for name, p in model.named_parameters()]
-    rows += [ParamInfo(name, True, _spec(b)) for name, b in model.named_buffers()]
+def _param_table(recorder: _Recorder) -> tuple[ParamInfo, ...]:
+    """The model's parameters and buffers, then those of modules met outside its tree."""
+    rows = []
+    for ref, tensor in recorder.named.values():
+        kind, _, name = ref.partition(":")
+        rows.append(ParamInfo(name, kind == "buffer", _spec(tensor)))
     return tuple(rows)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper holds, so compiling does not change the snapshot."""
+    inner = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
+    return inner if isinstance(inner, nn.Module) else model
 
 
 def trace(
@@ -407,14 +580,16 @@ def trace(
 
     ``stats=True`` also records mean, std, min, max and NaN/Inf counts of every output;
     ``rtol``/``atol`` set how far those may move when the trace is compared with a
-    snapshot. The forward runs under ``torch.no_grad()``. The model is left exactly as
-    it was, even if the forward raises.
+    snapshot. The forward runs under ``torch.no_grad()`` (and eagerly, for a
+    ``torch.compile``-d model). The model and the inputs are left exactly as they were,
+    even if the forward raises.
     """
     if not isinstance(model, nn.Module):
         raise TraceError(
             f"trace() needs a torch.nn.Module as its first argument (got {type(model).__name__!r}); "
             "wrap a plain function in an nn.Module whose forward calls it"
         )
+    model = _unwrap(model)
     defaults = Tolerance()
     tolerance = Tolerance(
         rtol=defaults.rtol if rtol is None else rtol, atol=defaults.atol if atol is None else atol
@@ -432,28 +607,43 @@ def trace(
 
     recorder = _Recorder(model, stats=stats)
     for path, tensor in input_tensors:
-        node = Node(f"input:{path}", NodeKind.INPUT, "input", (), (), (_spec(tensor),), recorder._stats_of([tensor]))
+        node = Node(f"input:{path}", NodeKind.INPUT, "input", (), (), (_spec(tensor),), recorder.stats_of([tensor]))
         recorder.add_node(node, [tensor])
+        recorder.protected.add(id(tensor))
 
     state = _ModelState(model)
-    hooks = [
-        register_module_forward_pre_hook(recorder.enter_module),
-        register_module_forward_hook(recorder.exit_module, always_call=True),
-    ]
-    try:
-        with torch.no_grad(), recorder:
-            result = model(*args, **kwargs)
-    except Exception as error:
-        where = recorder.nodes[-1].node_id if recorder.nodes else "the start of forward"
-        raise TraceError(
-            f"the forward pass of {type(model).__name__} raised {type(error).__name__}: {error} "
-            f"(last operation traced: {where}); the model was left unchanged"
-        ) from error
-    finally:
-        for handle in hooks:
-            handle.remove()
-        state.restore(recorder.saved_params)
-    changed = state.unrestorable(recorder.saved_params)
+    output_tensors: list[tuple[str, Tensor]] = []
+    with ExitStack() as scope:
+        scope.callback(state.restore, recorder.saved)  # runs last
+        scope.enter_context(torch.no_grad())
+        if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance"):
+            scope.enter_context(torch.compiler.set_stance("force_eager"))  # compiled parts run eagerly
+        for hook in (
+            register_module_forward_pre_hook(recorder.enter_module),
+            register_module_forward_hook(recorder.exit_module, **_EXIT_HOOK_OPTIONS),
+        ):
+            scope.callback(hook.remove)
+        torch.autograd.Function.apply = classmethod(  # type: ignore[method-assign, assignment]
+            lambda cls, *a, **k: recorder.apply_function(cls, a, k)
+        )
+        scope.callback(setattr, torch.autograd.Function, "apply", _FUNCTION_APPLY)
+        try:
+            with recorder:
+                result = model(*args, **kwargs)
+            # Before anything is put back: an output may be an input written in place.
+            outputs_desc = _flatten(result, "", output_tensors)
+            for path, tensor in output_tensors:
+                node_id = f"output:{path}" if path else "output"
+                node = Node(node_id, NodeKind.OUTPUT, "output", (recorder.ref(tensor),), (), (_spec(tensor),), recorder.stats_of([tensor]))
+                recorder.nodes.append(node)
+        except Exception as error:
+            ops = [node.node_id for node in recorder.nodes if node.kind in (NodeKind.OP, NodeKind.CONDITION)]
+            where = ops[-1] if ops else "none, it failed before the first"
+            raise TraceError(
+                f"the forward pass of {type(model).__name__} raised {type(error).__name__}: {error} "
+                f"(last operation traced: {where}); the model was left unchanged"
+            ) from error
+    changed = state.unrestorable(recorder.saved)
     if changed:
         raise TraceError(
             f"the forward pass of {type(model).__name__} changed {len(changed)} parameter(s) in place "
@@ -461,19 +651,12 @@ def trace(
             "avoid writing parameters during forward"
         )
 
-    output_tensors: list[tuple[str, Tensor]] = []
-    outputs_desc = _flatten(result, "", output_tensors)
-    for path, tensor in output_tensors:
-        node_id = f"output:{path}" if path else "output"
-        node = Node(node_id, NodeKind.OUTPUT, "output", (recorder.ref(tensor),), (), (_spec(tensor),), recorder._stats_of([tensor]))
-        recorder.nodes.append(node)
-
     return Trace(
         model=type(model).__name__,
         inputs=inputs_desc,
         outputs=outputs_desc,
         nodes=tuple(recorder.nodes),
         modules=_module_table(model, recorder),
-        params=_param_table(model),
+        params=_param_table(recorder),
         tolerance=tolerance,
     )

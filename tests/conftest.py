@@ -43,3 +43,14 @@ def reference_suite(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester directory holding the reference-network test as ``test_net.py``."""
     pytester.makepyfile(test_net=REFERENCE_TEST)
     return pytester
+
+
+@pytest.fixture(autouse=True)
+def _not_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make pytester's in-process runs look like plain runs when this suite runs under xdist.
+
+    syrupy (like xdist itself) reads PYTEST_XDIST_WORKER to decide whether it is a worker,
+    and an inner run would inherit the outer worker's variables.
+    """
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)

@@ -55,7 +55,9 @@ def test_snapshot_bytes_are_identical_across_processes_and_hash_seeds() -> None:
 
 def test_dump_load_dump_gives_the_same_bytes() -> None:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)
+    )
     for stats in (False, True):
         text = lens.trace(net, torch.randn(2, 3, 8, 8), stats=stats).dumps()
         assert lens.loads(text).dumps() == text
@@ -82,7 +84,10 @@ def test_inserting_one_op_between_blocks_changes_a_handful_of_lines() -> None:
 
     removed = [line for line in before if line not in after]
     added = [line for line in after if line not in before]
-    node_id = lambda line: line.split('"')[1]  # noqa: E731
+
+    def node_id(line: str) -> str:
+        return line.split('"')[1]
+
     assert [node_id(line) for line in added if '"op": ' in line] == ["relu", "blocks.6.0/linear"]
     assert [node_id(line) for line in removed if '"op": ' in line] == ["blocks.6.0/linear"]
     assert '"in": ["blocks.5.1/tanh"]' in added[[node_id(line) for line in added].index("relu")]

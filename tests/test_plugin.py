@@ -59,7 +59,10 @@ def test_a_missing_snapshot_fails_and_says_how_to_write_it(reference_suite: pyte
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda text: text.replace("pytest-modellens/1", "pytest-modellens/0"), "*written by schema 'pytest-modellens/0'*"),
+        (
+            lambda text: text.replace("pytest-modellens/1", "pytest-modellens/0"),
+            "*written by schema 'pytest-modellens/0'*",
+        ),
         (lambda text: text[: len(text) // 2], "*not valid model-snapshot JSON (line*"),
     ],
     ids=["other-schema", "truncated"],
@@ -74,7 +77,9 @@ def test_an_unreadable_snapshot_fails_with_a_message_not_a_traceback(
 
     result = reference_suite.runpytest("-vv")
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*model snapshot test_reference cannot be read*", expected, "*pytest --lens-update*"])
+    result.stdout.fnmatch_lines(
+        ["*model snapshot test_reference cannot be read*", expected, "*pytest --lens-update*"]
+    )
     result.stdout.no_fnmatch_line("*Traceback*")
     assert snapshot.read_bytes() == broken
 
@@ -97,7 +102,10 @@ def test_several_assertions_in_one_test_get_one_file_each(pytester: pytest.Pytes
     assert pytester.runpytest("--lens-update").ret == 0
     folder = pytester.path / "__snapshots__/test_two"
     assert sorted(p.name for p in folder.iterdir()) == ["test_shapes.1.lens.json", "test_shapes.lens.json"]
-    assert '"input:input": {"kind": "input", "out": "float32[5, 3]"}' in (folder / "test_shapes.1.lens.json").read_text()
+    assert (
+        '"input:input": {"kind": "input", "out": "float32[5, 3]"}'
+        in (folder / "test_shapes.1.lens.json").read_text()
+    )
     assert pytester.runpytest().ret == 0
 
 
@@ -160,3 +168,17 @@ def test_the_fixture_seeds_torch_and_restores_the_global_stream(pytester: pytest
     )
     result = pytester.runpytest("-p", "no:randomly", "--lens-seed", "7")
     result.assert_outcomes(passed=2)
+
+
+def test_a_run_that_does_not_use_the_plugin_does_not_import_torch(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_plain="""
+        import sys
+
+        def test_no_torch():
+            assert "torch" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:anyio")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["plugins:*modellens*"])

@@ -104,7 +104,14 @@ def test_statistics_are_opt_in(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--lens-stats")
     assert result.ret == 1
     assert pytester.runpytest("--lens-stats", "--lens-update").ret == 0
-    assert json.loads(plain.read_text())["stats"]["linear"].keys() == {"mean", "std", "min", "max", "nan", "inf"}
+    assert json.loads(plain.read_text())["stats"]["linear"].keys() == {
+        "mean",
+        "std",
+        "min",
+        "max",
+        "nan",
+        "inf",
+    }
 
 
 def test_statistics_values_are_float64_and_rounded() -> None:
@@ -124,11 +131,13 @@ def test_tolerances_decide_what_counts_as_equal() -> None:
     with torch.no_grad():
         net.weight += 1e-3
     assert lens.trace(net, x, stats=True, rtol=0.5, atol=0.1) == old
-    assert not lens.trace(net, x, stats=True, rtol=0, atol=1e-9) == old
+    assert (lens.trace(net, x, stats=True, rtol=0, atol=1e-9) == old) is False
 
 
 def test_statistics_on_the_meta_device_are_refused() -> None:
     with torch.device("meta"):
         net = nn.Linear(2, 2)
-    with pytest.raises(lens.TraceError, match="statistics need tensor values.*meta device.*without stats=True"):
+    with pytest.raises(
+        lens.TraceError, match="statistics need tensor values.*meta device.*without stats=True"
+    ):
         lens.trace(net, torch.ones(1, 2, device="meta"), stats=True)

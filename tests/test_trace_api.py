@@ -113,7 +113,9 @@ def test_a_successful_trace_also_leaves_the_model_as_it_was() -> None:
 
 
 def test_a_non_module_is_refused_with_what_to_do() -> None:
-    with pytest.raises(lens.TraceError, match=r"needs a torch.nn.Module .*got 'builtin_function_or_method'.*wrap"):
+    with pytest.raises(
+        lens.TraceError, match=r"needs a torch.nn.Module .*got 'builtin_function_or_method'.*wrap"
+    ):
         lens.trace(torch.relu, X)
 
 

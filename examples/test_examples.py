@@ -1,0 +1,52 @@
+"""The examples suite: each model traced and compared with its committed snapshot.
+
+Run it with ``bash scripts/examples.sh`` (which also draws every model into
+``lens-artifacts/``), or ``pytest examples``; after a deliberate change to a model,
+``pytest examples --lens-update`` rewrites its snapshot for review in the diff.
+
+``model_trace`` seeds torch before each test, so the weights built here are the same
+on every run and every machine.
+"""
+
+import pytest
+import torch
+from models import XOR_INPUTS, AlexNet, LSTMLoop, NeuralNetwork, ResNet, TransformerClassifier, tiny_gpt2
+
+
+def test_reference_mlp(model_trace, snapshot):
+    net = NeuralNetwork()
+    assert model_trace(net, XOR_INPUTS) == snapshot
+
+
+def test_reference_mlp_with_statistics(model_trace, snapshot):
+    """The same network with activation statistics: a changed weight now fails too."""
+    net = NeuralNetwork()
+    assert model_trace(net, XOR_INPUTS, stats=True) == snapshot
+
+
+def test_alexnet(model_trace, snapshot):
+    net = AlexNet().eval()
+    assert model_trace(net, torch.randn(2, 3, 32, 32)) == snapshot
+
+
+def test_resnet(model_trace, snapshot):
+    net = ResNet().eval()
+    assert model_trace(net, torch.randn(2, 3, 16, 16)) == snapshot
+
+
+def test_transformer_encoder(model_trace, snapshot):
+    net = TransformerClassifier().eval()
+    tokens = torch.tensor([[5, 17, 42, 8, 0, 0], [3, 9, 27, 61, 12, 4]])  # 0 pads the first sentence
+    assert model_trace(net, tokens) == snapshot
+
+
+def test_lstm_loop(model_trace, snapshot):
+    net = LSTMLoop()
+    assert model_trace(net, torch.randn(2, 4), steps=5) == snapshot
+
+
+def test_tiny_gpt2(model_trace, snapshot):
+    pytest.importorskip("transformers")
+    net = tiny_gpt2()
+    input_ids = torch.tensor([[12, 7, 45, 3, 88, 21]])
+    assert model_trace(net, input_ids, use_cache=False) == snapshot

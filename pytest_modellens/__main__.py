@@ -1,0 +1,101 @@
+"""Command line: look at snapshot files without running the tests.
+
+    python -m pytest_modellens diff OLD.lens.json NEW.lens.json -o diff.svg
+    python -m pytest_modellens show SNAPSHOT.lens.json -o model.svg [--depth N] [--rolled]
+
+``diff`` prints the changes and exits 0 when there are none, 1 when there are (as
+``diff`` does); both exit 2 on bad input (a missing file, a file that is not a model
+snapshot, a picture that cannot be drawn), with a message that says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .canonical import loads
+from .errors import ModelLensError
+from .trace import Trace
+
+USAGE_ERROR = 2
+
+
+def _read(path: str) -> Trace:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelLensError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    return loads(text, source=f"snapshot file {path}")
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum} (got {text!r})")
+        return value
+
+    return convert
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pytest_modellens", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    diff = commands.add_parser("diff", help="list the changes between two snapshots and draw them")
+    diff.add_argument("old", metavar="OLD", help="the old snapshot (.lens.json)")
+    diff.add_argument("new", metavar="NEW", help="the new snapshot (.lens.json)")
+    diff.add_argument("-o", "--output", metavar="FILE", help="write the diff picture (.svg, .png or .gv)")
+    diff.add_argument(
+        "-n", "--max-changes", type=_at_least(1), default=50, metavar="N", help="list at most N changes"
+    )
+    diff.add_argument(
+        "--hops", type=_at_least(0), default=2, metavar="K", help="on big graphs, keep K steps around changes"
+    )
+    show = commands.add_parser("show", help="print a snapshot's summary and draw its model")
+    show.add_argument("snapshot", metavar="SNAPSHOT", help="the snapshot (.lens.json)")
+    show.add_argument("-o", "--output", metavar="FILE", help="write the model picture (.svg, .png or .gv)")
+    show.add_argument("--depth", type=_at_least(1), metavar="N", help="collapse modules nested deeper than N")
+    show.add_argument("--rolled", action="store_true", help="draw a module called N times once, marked xN")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "show":
+            trace = _read(args.snapshot)
+            print(trace.summary())
+            if args.output:
+                from .render import render_trace
+
+                print(f"picture: {render_trace(trace, args.output, depth=args.depth, rolled=args.rolled)}")
+            return 0
+        from .differ import compare
+        from .report import change_lines, headline
+
+        comparison = compare(_read(args.old), _read(args.new))
+        changes = comparison.changes
+        print(f"{args.old} -> {args.new}: {headline(changes) if changes else 'no changes'}")
+        for line in change_lines(changes, limit=args.max_changes):
+            print(line)
+        if args.output:
+            from .render import render_diff
+
+            written = render_diff(
+                comparison.old, comparison.new, args.output, comparison=comparison, hops=args.hops
+            )
+            print(f"picture: {written}")
+        return 1 if changes else 0
+    except ModelLensError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The differ: which Changes a reviewer reads for each kind of model edit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pytest_modellens as pm
+from pytest_modellens import differ
+from pytest_modellens.differ import Change, ChangeKind
+from pytest_modellens.report import change_lines, headline
+
+torch.manual_seed(0)
+X = torch.randn(4, 3)
+
+
+class Head(nn.Linear):
+    """A linear layer that may end in a ReLU of its own (``head/relu``)."""
+
+    def __init__(self, out: int, *, relu: bool = False) -> None:
+        super().__init__(4, out)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return F.relu(y) if self.relu else y
+
+
+class Net(nn.Module):
+    """The plugin's running example: input_to_hidden, a sigmoid used twice, a head."""
+
+    def __init__(self, *, out: int = 1, relu: bool = False, act: str = "relu", dim: int = -1) -> None:
+        super().__init__()
+        self.input_to_hidden = nn.Linear(3, 4)
+        self.act = act
+        self.dim = dim
+        self.hidden_to_output = Head(out, relu=relu)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = getattr(F, self.act)(self.input_to_hidden(x))
+        h = self.sigmoid(F.softmax(h, dim=self.dim))
+        return self.sigmoid(self.hidden_to_output(h))
+
+
+def traced(**options: object) -> pm.Trace:
+    torch.manual_seed(0)
+    return pm.trace(Net(**options), X)  # type: ignore[arg-type]
+
+
+def only(changes: list[Change], kind: ChangeKind) -> list[Change]:
+    return [c for c in changes if c.kind is kind]
+
+
+def test_same_model_has_no_changes() -> None:
+    assert pm.diff(traced(), traced()) == []
+
+
+def test_added_node_and_the_input_it_rewired() -> None:
+    changes = pm.diff(traced(), traced(relu=True))
+    (added,) = only(changes, ChangeKind.NODE_ADDED)
+    assert (added.subject, added.detail, added.new) == ("hidden_to_output/relu", "relu", "float32[4, 1]")
+    (rewired,) = only(changes, ChangeKind.INPUTS_REWIRED)
+    assert rewired.subject == "sigmoid:2/sigmoid"
+    assert rewired.columns()[3] == "hidden_to_output/linear -> hidden_to_output/relu"
+    assert changes[0] is added  # most important first
+    assert headline(changes) == "1 node added, 1 node changed"
+
+
+def test_removed_node() -> None:
+    changes = pm.diff(traced(relu=True), traced())
+    (removed,) = only(changes, ChangeKind.NODE_REMOVED)
+    assert removed.subject == "hidden_to_output/relu"
+    assert removed.columns()[0] == "-"
+
+
+def test_op_changed_in_place() -> None:
+    changes = pm.diff(traced(act="relu"), traced(act="gelu"))
+    (changed,) = only(changes, ChangeKind.OP_CHANGED)
+    assert (changed.subject, changed.old, changed.new) == ("gelu", "relu", "gelu")
+    assert not only(changes, ChangeKind.NODE_ADDED) and not only(changes, ChangeKind.NODE_REMOVED)
+
+
+def test_output_shape_parameters_and_extra_repr() -> None:
+    changes = pm.diff(traced(out=1), traced(out=2))
+    shapes = {c.subject: c for c in only(changes, ChangeKind.OUTPUT_CHANGED)}
+    assert shapes["hidden_to_output/linear"].detail == "shape"
+    assert shapes["hidden_to_output/linear"].columns()[3] == "float32[4, 1] -> float32[4, 2]"
+    assert set(shapes) == {"hidden_to_output/linear", "sigmoid:2/sigmoid", "output"}
+    (config,) = only(changes, ChangeKind.MODULE_RECONFIGURED)
+    assert (config.subject, config.detail) == ("hidden_to_output", "extra_repr")
+    assert config.columns()[3] == "out_features=1 -> out_features=2"  # only the setting that moved
+    params = {c.subject: c.columns()[3] for c in only(changes, ChangeKind.PARAMS_CHANGED)}
+    # The count is named on the module that owns the weights, not on every ancestor.
+    assert params == {
+        "hidden_to_output": "5 -> 10",
+        "param:hidden_to_output.bias": "float32[1] -> float32[2]",
+        "param:hidden_to_output.weight": "float32[1, 4] -> float32[2, 4]",
+    }
+    summary = {c.detail: (c.old, c.new) for c in only(changes, ChangeKind.SUMMARY_CHANGED)}
+    assert summary["params"] == (21, 26)
+
+
+def test_dtype_change() -> None:
+    old = traced()
+    torch.manual_seed(0)
+    new = pm.trace(Net().double(), X.double())
+    shapes = {c.subject: c.detail for c in only(pm.diff(old, new), ChangeKind.OUTPUT_CHANGED)}
+    assert shapes["input_to_hidden/linear"] == "dtype"
+
+
+def test_non_tensor_argument() -> None:
+    (arg,) = only(pm.diff(traced(dim=-1), traced(dim=1)), ChangeKind.ARGS_CHANGED)
+    assert (arg.subject, arg.detail, arg.old, arg.new) == ("softmax", "arg dim", -1, 1)
+
+
+def test_module_added_and_removed() -> None:
+    class Wrapped(Net):
+        def __init__(self) -> None:
+            super().__init__()
+            self.extra = nn.Tanh()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.extra(super().forward(x))
+
+    torch.manual_seed(0)
+    wrapped = pm.trace(Wrapped(), X)
+    (added,) = only(pm.diff(traced(), wrapped), ChangeKind.MODULE_ADDED)
+    assert (added.subject, added.detail) == ("extra", "Tanh")
+    (removed,) = only(pm.diff(wrapped, traced()), ChangeKind.MODULE_REMOVED)
+    assert removed.subject == "extra"
+
+
+def test_structure_flags() -> None:
+    class Skip(Net):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.input_to_hidden(x)
+            return self.sigmoid(self.hidden_to_output(h + F.relu(h)))
+
+    torch.manual_seed(0)
+    changes = pm.diff(traced(), pm.trace(Skip(), X))
+    flags = {c.detail: (c.old, c.new) for c in only(changes, ChangeKind.STRUCTURE_CHANGED)}
+    assert flags == {"branching": (False, True)}
+
+
+def _edit_stat(text: str, ref: str, **values: float) -> str:
+    data = json.loads(text)
+    data["stats"][ref].update(values)
+    return json.dumps(data)
+
+
+def test_statistics_compare_with_tolerance() -> None:
+    torch.manual_seed(0)
+    text = pm.trace(Net(), X, stats=True).dumps()
+    mean = json.loads(text)["stats"]["softmax"]["mean"]
+    # Float noise within the tolerance is no change; a real shift is, with the tolerance shown.
+    assert pm.diff(text, _edit_stat(text, "softmax", mean=mean * (1 + 1e-5))) == []
+    (stat,) = pm.diff(text, _edit_stat(text, "softmax", mean=mean + 0.5))
+    assert (stat.kind, stat.subject, stat.detail) == (ChangeKind.STAT_CHANGED, "softmax", "mean")
+    assert stat.tolerance == pm.Tolerance()
+    assert "(rtol 0.001, atol 1e-05)" in str(stat)
+    loose = differ.diff(text, _edit_stat(text, "softmax", mean=mean + 0.5), tolerance=pm.Tolerance(atol=1.0))
+    assert loose == []
+    (nan,) = pm.diff(text, _edit_stat(text, "softmax", nan=3))
+    assert (nan.detail, nan.old, nan.new, nan.tolerance) == ("nan", 0, 3, None)
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(x)) + x
+
+
+class Deep(nn.Module):
+    def __init__(self, *, insert: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        blocks: list[nn.Module] = [Block() for _ in range(12)]
+        if insert:
+            blocks.insert(6, nn.ReLU())
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+def test_inserted_layer_renumbers_modules_but_reads_as_one_node_and_one_rename() -> None:
+    x = torch.randn(2, 8)
+    old, new = pm.trace(Deep(), x), pm.trace(Deep(insert=True), x)
+    assert "blocks.6.fc/linear" in old.dumps() and "blocks.12.fc/linear" in new.dumps()
+    changes = pm.diff(old.dumps(), new.dumps())
+    assert [c.subject for c in only(changes, ChangeKind.NODE_ADDED)] == ["blocks.6/relu"]
+    assert only(changes, ChangeKind.NODE_REMOVED) == []
+    (rename,) = only(changes, ChangeKind.MODULE_RENAMED)
+    assert str(rename) == "~  blocks.6..11 -> blocks.7..12  renamed"
+    # Only the edges around the new node moved: the two consumers of its output.
+    assert {c.subject for c in only(changes, ChangeKind.INPUTS_REWIRED)} == {
+        "blocks.7.fc/linear",
+        "blocks.7/add",
+    }
+    assert [c.subject for c in only(changes, ChangeKind.MODULE_ADDED)] == ["blocks.6"]
+    assert only(changes, ChangeKind.PARAMS_CHANGED) == []  # renamed weights are the same weights
+    assert headline(changes) == "1 node added, 2 nodes changed, 1 module added, 1 module renamed"
+    assert "  ~ blocks.6..11 -> blocks.7..12  renamed" in change_lines(changes)
+
+
+def test_renamed_attribute_is_one_rename() -> None:
+    class Named(nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+            self.add_module(name, nn.Linear(3, 2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return getattr(self, self.name)(x)
+
+    changes = pm.diff(pm.trace(Named("fc"), X), pm.trace(Named("proj"), X))
+    assert [str(c) for c in changes] == ["~  fc -> proj  renamed"]
+
+
+def test_a_whole_added_module_is_one_line_of_the_message() -> None:
+    x = torch.randn(2, 8)
+    longer = Deep()
+    longer.blocks.append(Block())
+    changes = pm.diff(pm.trace(Deep(), x), pm.trace(longer, x))
+    assert len(only(changes, ChangeKind.NODE_ADDED)) == 3  # the diff itself names every node
+    lines = change_lines(changes)
+    assert lines[0].split() == ["+", "blocks.12", "Block", "3", "nodes", "added"]
+    assert [line.split()[1] for line in lines if line.split()[0] == "+"] == ["blocks.12"]
+    outputs = [c for c in changes if c.detail == "outputs"]
+    assert outputs == []  # same output shape: the summary does not move
+
+
+def test_nested_summary_values_show_the_leaves_that_moved() -> None:
+    class Pair(nn.Module):
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, width)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.fc(x), "hidden": x}
+
+    (outputs,) = [c for c in pm.diff(pm.trace(Pair(2), X), pm.trace(Pair(5), X)) if c.detail == "outputs"]
+    assert outputs.columns()[3] == "logits: float32[4, 2] -> float32[4, 5]"
+
+
+def test_texts_and_traces_give_the_same_changes_most_important_first() -> None:
+    old, new = traced(), traced(out=2, relu=True)
+    changes = pm.diff(old.dumps(), new.dumps())
+    assert changes == pm.diff(old, new) == old.diff(new)
+    ranks = [c.kind.rank for c in changes]
+    assert ranks == sorted(ranks)
+
+
+def test_capped_list() -> None:
+    lines = change_lines(pm.diff(traced(), traced(out=2, relu=True)), limit=3)
+    assert len(lines) == 4 and lines[-1].startswith("  ... and ") and lines[-1].endswith(" more")
+
+
+def test_bad_input() -> None:
+    with pytest.raises(pm.SnapshotFormatError, match="not valid model-snapshot JSON"):
+        pm.diff("{", traced())
+    with pytest.raises(TypeError, match="Traces or snapshot texts"):
+        pm.diff(traced(), 3)  # type: ignore[arg-type]

@@ -1,0 +1,160 @@
+"""End-to-end: what a failing model snapshot shows, and the pictures it leaves behind."""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch  # noqa: F401 - loaded here once: pytester's in-process runs cannot load torch again
+
+from pytest_modellens.render import COLORS
+
+#: A model whose head gains a ReLU (LENS_RELU) or another output (LENS_OUT) between runs.
+MODEL_TEST = """
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Head(nn.Linear):
+    def forward(self, x):
+        y = super().forward(x)
+        return F.relu(y) if os.environ.get("LENS_RELU") else y
+
+
+class Net(nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.input_to_hidden = nn.Linear(2, width)
+        self.hidden_to_output = Head(width, int(os.environ.get("LENS_OUT", "1")))
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        return self.sigmoid(self.hidden_to_output(self.sigmoid(self.input_to_hidden(x))))
+
+
+X = torch.ones(4, 2)
+
+
+def test_net(model_trace, snapshot):
+    assert model_trace(Net(), X) == snapshot
+"""
+PICTURE = Path("lens-artifacts/test_models.py--test_net.svg")
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """The model test with its snapshot written; the model then drifts (a ReLU, a wider head)."""
+    pytester.makepyfile(test_models=MODEL_TEST)
+    pytester.runpytest("--lens-update").assert_outcomes(passed=1)
+    monkeypatch.setenv("LENS_RELU", "1")
+    monkeypatch.setenv("LENS_OUT", "2")
+    return pytester
+
+
+def fill_of(svg: Path, node_id: str) -> set[str]:
+    for group in ET.parse(svg).getroot().iter(f"{SVG}g"):
+        if group.get("id") == f"lens:{node_id}":
+            return {
+                shape.get("fill", "")
+                for shape in group.iter()
+                if shape.tag.endswith(("path", "polygon", "ellipse"))
+            }
+    raise AssertionError(f"no node {node_id!r} in {svg}")
+
+
+def test_the_message_names_each_change_and_the_picture_shows_it(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-vv")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*model snapshot test_net changed: 1 node added, 3 nodes changed",
+            "*  + hidden_to_output/relu * relu * float32[[]4, 2]",
+            "*  ~ hidden_to_output/linear * shape * float32[[]4, 1] -> float32[[]4, 2]",
+            "*  ~ sigmoid:2/sigmoid * inputs * hidden_to_output/linear -> hidden_to_output/relu",
+            "*  ~ hidden_to_output * extra_repr * out_features=1 -> out_features=2",
+            "*  ... and * more",
+            f"*picture: {PICTURE}",
+            "*snapshot: __snapshots__/test_models/test_net.lens.json",
+            "*accept with: pytest --lens-update",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*= model diffs =*", f"test_models.py::test_net: {PICTURE}"])
+    svg = suite.path / PICTURE
+    assert fill_of(svg, "hidden_to_output/relu") == {COLORS["added"][1]}
+    assert fill_of(svg, "hidden_to_output/linear") == {COLORS["changed"][1]}
+
+    # Without -vv pytest shortens long explanations; what matters most comes first.
+    result = suite.runpytest()
+    result.stdout.fnmatch_lines(
+        ["*model snapshot test_net changed: 1 node added*", "*+ hidden_to_output/relu*"]
+    )
+
+
+def test_pictures_without_dot_on_path(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(suite.path / "no-graphviz-here"))
+    result = suite.runpytest("-vv", "--lens-format=png")
+    assert result.ret == 1
+    picture = PICTURE.with_suffix(".png")
+    result.stdout.fnmatch_lines([f"*picture: {picture}"])
+    assert (suite.path / picture).read_bytes().startswith(b"\x89PNG")
+
+
+def test_no_renderer_at_all_keeps_the_dot_file_and_says_so(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(suite.path / "no-graphviz-here"))
+    monkeypatch.setattr(sys, "executable", str(suite.path / "python"))
+    result = suite.runpytest("-vv")
+    result.assert_outcomes(failed=1)  # the model's failure, not an internal error
+    result.stdout.fnmatch_lines(
+        ["*+ hidden_to_output/relu*", "*picture: not drawn: no Graphviz renderer found*", "*accept with:*"]
+    )
+    assert (suite.path / PICTURE.with_suffix(".gv")).read_text().startswith("digraph")
+    assert not (suite.path / PICTURE).exists()
+
+
+def test_junit_xml_records_the_picture(suite: pytest.Pytester) -> None:
+    suite.runpytest("--junitxml=junit.xml")
+    properties = {p.get("name"): p.get("value") for p in ET.parse(suite.path / "junit.xml").iter("property")}
+    assert properties == {"lens_artifact": str(PICTURE)}
+
+
+def test_parametrized_ids_get_distinct_safe_names(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        test_models=MODEL_TEST
+        + """
+@pytest.mark.parametrize("width", [3, 5], ids=["a/b-1.5-..", "a_b-1.5-.."])
+def test_widths(model_trace, snapshot, width):
+    assert model_trace(Net(width), X) == snapshot
+"""
+    )
+    pytester.runpytest("--lens-update").assert_outcomes(passed=3)
+    monkeypatch.setenv("LENS_RELU", "1")
+    result = pytester.runpytest("-vv", "-k", "widths")
+    result.assert_outcomes(failed=2)
+    artifacts = pytester.path / "lens-artifacts"
+    pictures = sorted(artifacts.rglob("*.svg"))
+    assert len(pictures) == 2
+    assert all(
+        p.parent == artifacts and "/" not in p.name and p.name.startswith("test_models.py--test_widths_a_")
+        for p in pictures
+    )
+    for picture in pictures:
+        result.stdout.fnmatch_lines([f"*picture: {picture.relative_to(pytester.path)}"])
+        ET.parse(picture)
+
+
+def test_model_pictures_option(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_models=MODEL_TEST)
+    pytester.runpytest("--lens-update", "--lens-pictures").assert_outcomes(passed=1)
+    svg = pytester.path / "lens-artifacts/test_models.py--test_net.model.svg"
+    assert fill_of(svg, "input:x") == {COLORS["input"][1]}

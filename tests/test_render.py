@@ -1,0 +1,277 @@
+"""Pictures: what the model and diff pictures show, and how they are drawn without Graphviz."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import pytest_modellens as pm
+from pytest_modellens import render
+from pytest_modellens.differ import compare
+
+SVG = "{http://www.w3.org/2000/svg}"
+posix_only = pytest.mark.skipif(os.name == "nt", reason="fake renderers are shell scripts")
+
+
+class Net(nn.Module):
+    def __init__(self, *, relu: bool = False, out: int = 1) -> None:
+        super().__init__()
+        self.input_to_hidden = nn.Linear(3, 4)
+        self.hidden_to_output = nn.Linear(4, out)
+        self.sigmoid = nn.Sigmoid()
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.sigmoid(self.input_to_hidden(x))
+        h = self.hidden_to_output(h)
+        return self.sigmoid(torch.relu(h) if self.relu else h)
+
+
+class Block(nn.Module):
+    def __init__(self, *, extra: bool = False) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.extra = extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.tanh(self.fc(x))
+        return (torch.relu(y) if self.extra else y) + x
+
+
+class Deep(nn.Module):
+    def __init__(self, depth: int, *, changed: int | None = None) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*(Block(extra=k == changed) for k in range(depth)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class Loop(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.RNNCell(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(2, 4)
+        for step in x:
+            h = self.cell(step, h)
+        return h
+
+
+X = torch.randn(4, 3)
+
+
+def nodes(svg: Path) -> dict[str, tuple[set[str], str]]:
+    """Node id -> (fill colours, label text) of every box in an SVG the renderer wrote."""
+    found = {}
+    for group in ET.parse(svg).getroot().iter(f"{SVG}g"):
+        if group.get("class") == "node":
+            fills = {
+                shape.get("fill", "")
+                for shape in group.iter()
+                if shape.tag.endswith(("path", "polygon", "ellipse"))
+            }
+            text = "\n".join(t.text or "" for t in group.iter(f"{SVG}text"))
+            found[group.get("id", "").removeprefix("lens:")] = (fills, text)
+    return found
+
+
+def clusters(svg: Path) -> list[str]:
+    return [
+        "".join(t.text or "" for t in g.iter(f"{SVG}text"))
+        for g in ET.parse(svg).getroot().iter(f"{SVG}g")
+        if g.get("class") == "cluster"
+    ]
+
+
+def test_model_picture_marks_inputs_outputs_params_and_modules(tmp_path: Path) -> None:
+    written = pm.trace(Net(), X).render(str(tmp_path / "net.svg"))
+    assert written == str(tmp_path / "net.svg")
+    drawn = nodes(Path(written))
+    assert drawn["input:x"][0] == {"#98fb98"} and "float32[4, 3]" in drawn["input:x"][1]
+    assert drawn["output"][0] == {"#ff9999"}
+    assert "params: weight [4, 3], bias [4]" in drawn["input_to_hidden/linear"][1]
+    assert "float32[4, 4]" in drawn["input_to_hidden/linear"][1]
+    assert {"input_to_hidden (Linear)", "sigmoid (Sigmoid)", "sigmoid:2 (Sigmoid)"} <= set(
+        clusters(Path(written))
+    )
+
+
+def test_depth_collapses_deeper_modules_into_boxes(tmp_path: Path) -> None:
+    trace = pm.trace(Deep(3), torch.randn(2, 4))
+    full = nodes(Path(render.render_trace(trace, tmp_path / "full.svg")))
+    assert "blocks.1.fc/linear" in full
+    shallow = nodes(Path(render.render_trace(trace, tmp_path / "d1.svg", depth=1)))
+    assert set(shallow) == {"input:x", "module blocks", "output"}
+    assert "9 ops" in shallow["module blocks"][1]
+    per_block = nodes(Path(render.render_trace(trace, tmp_path / "d2.svg", depth=2)))
+    assert {"module blocks.0", "module blocks.1", "module blocks.2"} <= set(per_block)
+    with pytest.raises(ValueError, match="'depth' must be an int of at least 1"):
+        render.render_trace(trace, tmp_path / "d0.svg", depth=0)
+
+
+def test_rolled_view_draws_a_loop_once(tmp_path: Path) -> None:
+    trace = pm.trace(Loop(), torch.randn(3, 2, 3))
+    unrolled = nodes(Path(render.render_trace(trace, tmp_path / "unrolled.svg")))
+    assert sum("rnn_tanh_cell" in text for _, text in unrolled.values()) == 3
+    svg = Path(render.render_trace(trace, tmp_path / "rolled.svg", rolled=True))
+    rolled = nodes(svg)
+    assert sum("rnn_tanh_cell" in text for _, text in rolled.values()) == 1
+    assert "rnn_tanh_cell x3" in rolled["cell/rnn_tanh_cell"][1]
+    assert "cell (RNNCell) x3" in clusters(svg)
+    assert "cell/rnn_tanh_cell -> cell/rnn_tanh_cell" in render.to_dot(
+        render.trace_graph(trace, rolled=True)
+    ).replace("n3 -> n3", "cell/rnn_tanh_cell -> cell/rnn_tanh_cell")  # the recurrence is a loop edge
+
+
+def test_diff_picture_colours_added_removed_changed_and_unchanged(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    old = pm.trace(Net(), X)
+    torch.manual_seed(0)
+    new = pm.trace(Net(relu=True, out=2), X)
+    svg = Path(render.render_diff(old, new, tmp_path / "diff.svg"))
+    drawn = nodes(svg)
+    added, removed, changed, same = (render.COLORS[s][1] for s in ("added", "removed", "changed", "same"))
+    assert drawn["relu"][0] == {added}
+    assert drawn["hidden_to_output/linear"][0] == {changed}
+    assert "shape: float32[4, 1] -> float32[4, 2]" in drawn["hidden_to_output/linear"][1]
+    assert drawn["input_to_hidden/linear"][0] == {same}
+    back = nodes(Path(render.render_diff(new, old, tmp_path / "back.svg")))
+    assert back["relu (removed)"][0] == {removed}
+
+
+def test_big_diff_is_cropped_to_the_change(tmp_path: Path) -> None:
+    x = torch.randn(2, 4)
+    comparison = compare(pm.trace(Deep(30), x), pm.trace(Deep(30, changed=12), x))
+    graph = render.diff_graph(comparison)
+    assert len(graph.vertices) <= 20  # of 93 nodes
+    labels = {line for vertex in graph.vertices.values() for line in vertex.lines}
+    assert {"blocks.0..9 (Block)", "blocks.15..29 (Block)"} <= labels
+    assert graph.vertices["blocks.12/relu"].state == "added"
+    uncropped = render.diff_graph(comparison, crop_above=1000)
+    assert len(uncropped.vertices) == 93
+
+
+def test_png_and_dot_source(tmp_path: Path) -> None:
+    trace = pm.trace(Net(), X)
+    assert Path(trace.render(str(tmp_path / "net.png"))).read_bytes().startswith(b"\x89PNG")
+    assert Path(trace.render(str(tmp_path / "net.gv"))).read_text().startswith("digraph")
+    with pytest.raises(pm.RenderError, match=r"must end in \.svg, \.png or \.gv \(got 'net.pdf'\)"):
+        trace.render(str(tmp_path / "net.pdf"))
+
+
+def test_the_same_diff_gives_the_same_dot_in_every_process(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    old, new = tmp_path / "old.lens.json", tmp_path / "new.lens.json"
+    old.write_text(pm.trace(Deep(30), torch.randn(2, 4)).dumps())
+    new.write_text(pm.trace(Deep(30, changed=12), torch.randn(2, 4)).dumps())
+    script = (
+        "import sys; from pytest_modellens import differ, render; "
+        "print(render.to_dot(render.diff_graph(differ.compare(*(open(p).read() for p in sys.argv[1:])))))"
+    )
+    sources = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(old), str(new)],
+            env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }  # fmt: skip
+    assert len(sources) == 1 and "blocks.15..29 (Block)" in sources.pop()
+
+
+# -- drawing without Graphviz --------------------------------------------------------------
+
+
+def test_draws_without_dot_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert render.find_renderer() == [
+        str(Path(sys.executable).parent / ("graphviz-pure" + (".exe" if os.name == "nt" else "")))
+    ]
+    svg = Path(pm.trace(Net(), X).render(str(tmp_path / "net.svg")))
+    assert "input:x" in nodes(svg)
+
+
+def _fake_dot(folder: Path, body: str) -> None:
+    folder.mkdir()
+    script = folder / "dot"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+
+
+@posix_only
+def test_system_dot_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_dot(tmp_path / "bin", 'echo "<svg xmlns=\\"http://www.w3.org/2000/svg\\"/>" > "${2#-o}"')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    written = Path(pm.trace(Net(), X).render(str(tmp_path / "net.svg")))
+    assert written.read_text().strip() == '<svg xmlns="http://www.w3.org/2000/svg"/>'
+
+
+@posix_only
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (f"exec {shutil.which('sleep')} 5", "it took longer than 0.3 s"),
+        ("echo boom >&2; exit 3", "exit status 3: boom"),
+    ],
+    ids=["hangs", "fails"],
+)
+def test_a_renderer_that_hangs_or_fails_keeps_the_dot_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, expected: str
+) -> None:
+    _fake_dot(tmp_path / "bin", body)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(pm.RenderError, match=expected) as raised:
+        render.render_trace(pm.trace(Net(), X), tmp_path / "net.svg", timeout=0.3)
+    assert "the graph is kept as DOT in" in str(raised.value)
+    assert (tmp_path / "net.gv").read_text().startswith("digraph")
+    assert not (tmp_path / "net.svg").exists()
+
+
+def test_no_renderer_at_all_keeps_the_dot_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    assert render.find_renderer() is None
+    with pytest.raises(pm.RenderError, match="no Graphviz renderer found") as raised:
+        pm.trace(Net(), X).render(str(tmp_path / "net.svg"))
+    assert "pip install graphviz-pure" in str(raised.value)
+    assert (tmp_path / "net.gv").read_text().startswith("digraph")
+
+
+def test_a_one_layer_change_in_gpt2_small_is_a_small_picture_made_fast(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    with torch.device("meta"):  # GPT-2 small's structure, without allocating its weights
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=12, n_embd=768)).eval()
+    ids = torch.zeros(1, 16, dtype=torch.long, device="meta")
+    old = pm.trace(model, ids).dumps()
+    model.transformer.h[5].mlp.act = nn.ReLU()
+    new = pm.trace(model, ids).dumps()
+
+    started = time.perf_counter()
+    comparison = compare(old, new)
+    svg = Path(render.render_diff(old, new, tmp_path / "gpt2.svg", comparison=comparison))
+    assert time.perf_counter() - started < 5.0
+    drawn = nodes(svg)
+    assert len(drawn) < 50  # of more than 500 nodes
+    assert drawn["transformer.h.5.mlp.act/relu"][0] == {render.COLORS["added"][1]}
+    labels = "\n".join(text for _, text in drawn.values())
+    assert "transformer.h.0..4 (GPT2Block)" in labels and "transformer.h.6..11 (GPT2Block)" in labels
+
+
+def test_a_whole_added_module_is_one_green_box_on_a_big_graph() -> None:
+    x = torch.randn(2, 4)
+    longer = Deep(30)
+    longer.blocks.append(nn.Sequential(Block(), Block()))
+    graph = render.diff_graph(compare(pm.trace(Deep(30), x), pm.trace(longer, x)))
+    box = graph.vertices["module blocks.30"]
+    assert (box.state, box.lines) == ("added", ["blocks.30 (Sequential)", "6 ops"])
+    assert not [key for key in graph.vertices if key.startswith("blocks.30.")]

@@ -1,0 +1,139 @@
+"""Every zoo model traces, to the same bytes every time, and leaves the model as it was."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from zoo import CASES, ZOO, Case
+
+import pytest_modellens as lens
+
+by_name = pytest.mark.parametrize("case", ZOO, ids=lambda case: case.name)
+
+
+def _observable_state(model: torch.nn.Module, inputs: Any) -> tuple[Any, ...]:
+    """What a user could see change: weights, buffers, training flags, the RNG, the inputs."""
+    return (
+        {name: value.clone() for name, value in model.state_dict().items()},
+        [module.training for module in model.modules()],
+        torch.get_rng_state(),
+        [t.clone() for t in _tensors(inputs)],
+    )
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item)]
+    return []
+
+
+def _assert_same(before: Any, after: Any, where: str) -> None:
+    weights, flags, rng, inputs = before
+    new_weights, new_flags, new_rng, new_inputs = after
+    changed = [name for name in weights if not torch.equal(weights[name], new_weights[name])]
+    assert not changed, f"{where}: the trace changed {changed}"
+    assert flags == new_flags, f"{where}: the trace changed training flags"
+    assert torch.equal(rng, new_rng), f"{where}: the trace moved the global RNG"
+    assert all(torch.equal(a, b) for a, b in zip(inputs, new_inputs)), f"{where}: the trace changed an input"
+
+
+@by_name
+def test_snapshot(case: Case, model_trace: Any, snapshot: Any) -> None:
+    model, args, kwargs = case.build()
+    assert model_trace(model, *args, **kwargs) == snapshot
+
+
+@by_name
+def test_three_traces_give_the_same_bytes_and_leave_the_model_as_it_was(case: Case) -> None:
+    model, args, kwargs = case.build()
+    before = _observable_state(model, (args, kwargs))
+    texts = []
+    for attempt in range(3):
+        texts.append(lens.trace(model, *args, stats=True, **kwargs).dumps())
+        _assert_same(before, _observable_state(model, (args, kwargs)), f"{case.name}, trace {attempt + 1}")
+    assert texts[0] == texts[1] == texts[2]
+
+
+@by_name
+def test_structure_flags(case: Case) -> None:
+    model, args, kwargs = case.build()
+    trace = lens.trace(model, *args, **kwargs)
+    assert (trace.recurrent, trace.branching, trace.conditional, trace.passes) == (
+        case.recurrent,
+        case.branching,
+        case.conditional,
+        case.passes,
+    )
+
+
+@pytest.mark.parametrize("steps", [5, 3])
+def test_the_summary_of_a_loop_counts_its_passes(steps: int) -> None:
+    model, (sequence,), _ = CASES["loop_cell"].build()
+    summary = str(lens.trace(model, sequence[:steps]))
+    assert f"{steps} passes" in summary
+    assert summary.count("cell:") >= steps  # each call of the cell is listed
+
+
+DUMP_ALL = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import pytest_modellens as lens
+    from zoo import ZOO
+
+    for case in ZOO:
+        model, args, kwargs = case.build()
+        sys.stdout.write(f"== {case.name}\\n" + lens.trace(model, *args, stats=True, **kwargs).dumps())
+    """
+)
+
+
+def test_the_whole_zoo_dumps_the_same_bytes_in_processes_with_different_hash_seeds() -> None:
+    tests_dir = str(Path(__file__).parent)
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DUMP_ALL, tests_dir],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        for seed in ("1", "2")
+    ]
+    outputs = []
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        outputs.append(out)
+    assert outputs[0].count("== ") == len(ZOO)
+    assert outputs[0] == outputs[1]
+
+
+def _compare_devices_script() -> Any:
+    path = Path(__file__).parent.parent / "scripts" / "compare_devices.py"
+    spec = importlib.util.spec_from_file_location("compare_devices", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_the_device_comparison_script_compares_and_says_when_it_cannot(capsys: pytest.CaptureFixture[str]) -> None:
+    script = _compare_devices_script()
+    assert script.main(["--device", "cpu", "in_place", "loop_cell"]) == 0  # the CPU against itself
+    assert "2 of 2 models trace the same" in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        assert script.main([]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
