@@ -84,7 +84,8 @@ class BasicBlock(nn.Module):
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -131,7 +132,9 @@ class PositionalEncoding(nn.Module):
 class TransformerClassifier(nn.Module):
     """A Transformer encoder over token ids, mean-pooled over the real (unpadded) tokens."""
 
-    def __init__(self, vocab_size: int = 100, d_model: int = 16, num_heads: int = 2, num_layers: int = 2) -> None:
+    def __init__(
+        self, vocab_size: int = 100, d_model: int = 16, num_heads: int = 2, num_layers: int = 2
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=0)
         self.position = PositionalEncoding(d_model)
@@ -173,5 +176,7 @@ def tiny_gpt2() -> nn.Module:
     """GPT-2 from Hugging Face ``transformers``, two layers wide 32: the real code, no download."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=99, eos_token_id=99)
+    config = GPT2Config(
+        vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=99, eos_token_id=99
+    )
     return GPT2LMHeadModel(config).eval()

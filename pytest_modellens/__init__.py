@@ -15,11 +15,12 @@ from .errors import ModelLensError, RenderError, SnapshotFormatError, TraceError
 from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
 
 if TYPE_CHECKING:
-    from .differ import Change
+    from .differ import Change, ChangeKind
 
 __all__ = [
     "SCHEMA",
     "Change",
+    "ChangeKind",
     "ModelLensError",
     "ModuleInfo",
     "Node",
@@ -49,16 +50,19 @@ def trace(model: Any, /, *args: Any, **kwargs: Any) -> Trace:
     return _trace(model, *args, **kwargs)
 
 
-def diff(old: Trace | str, new: Trace | str) -> list[Change]:
-    """The changes from ``old`` to ``new``: two Traces or two snapshot texts."""
+def diff(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None = None) -> list[Change]:
+    """The changes from ``old`` to ``new``: two Traces or two snapshot texts.
+
+    ``tolerance`` decides which statistics moved too far (default: ``new``'s own).
+    """
     from .differ import diff as _diff
 
-    return _diff(old, new)
+    return _diff(old, new, tolerance=tolerance)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Change":
-        from .differ import Change
+    if name in ("Change", "ChangeKind"):
+        from . import differ
 
-        return Change
+        return getattr(differ, name)
     raise AttributeError(f"module 'pytest_modellens' has no attribute {name!r}")

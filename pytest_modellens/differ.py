@@ -21,142 +21,19 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from deepdiff import DeepDiff
 
 from .canonical import STAT_FIELDS, loads, to_data
+from .changes import Change, ChangeKind  # public here too: pytest_modellens.Change comes from here
 from .trace import Node, NodeKind, Tolerance, Trace
 
 _NUMBER = re.compile(r"(?<![^.])\d+(?![^.])")
 _STRUCTURE_KEYS = ("recurrent", "passes", "branching", "conditional")
-
-
-class ChangeKind(Enum):
-    """The closed set of change kinds, most important first."""
-
-    NODE_ADDED = "node added"
-    NODE_REMOVED = "node removed"
-    OP_CHANGED = "op changed"
-    OUTPUT_CHANGED = "output changed"
-    INPUTS_REWIRED = "inputs rewired"
-    MODULE_ADDED = "module added"
-    MODULE_REMOVED = "module removed"
-    MODULE_RENAMED = "module renamed"
-    MODULE_RECONFIGURED = "module reconfigured"
-    PARAMS_CHANGED = "parameters changed"
-    ARGS_CHANGED = "argument changed"
-    STRUCTURE_CHANGED = "structure changed"
-    STAT_CHANGED = "statistic out of tolerance"
-    SUMMARY_CHANGED = "summary changed"
-
-    @property
-    def rank(self) -> int:
-        return _RANKS[self]
-
-    @property
-    def on_node(self) -> bool:
-        """Whether the subject of this kind of change is one node (or one output of it)."""
-        return self in _NODE_KINDS
-
-
-_RANKS = {kind: rank for rank, kind in enumerate(ChangeKind)}
-_NODE_KINDS = {ChangeKind.NODE_ADDED, ChangeKind.NODE_REMOVED, ChangeKind.OP_CHANGED,
-               ChangeKind.OUTPUT_CHANGED, ChangeKind.INPUTS_REWIRED, ChangeKind.ARGS_CHANGED,
-               ChangeKind.STAT_CHANGED}  # fmt: skip
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(map(_show, value)) + "]"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
-
-
-def _leaves(value: Any, path: str = "") -> dict[str, Any]:
-    """A nested value as ``{dotted path: leaf}`` (``cache.layers.0.keys``)."""
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return {path: value}
-    return {
-        k: v for key, item in items for k, v in _leaves(item, f"{path}.{key}" if path else str(key)).items()
-    }
-
-
-def _arrow(old: Any, new: Any) -> str:
-    """``old -> new``; of two lists of the same length, only the items that differ."""
-    if isinstance(old, dict) or isinstance(new, dict):  # model inputs/outputs: the leaves that moved
-        before, after = _leaves(old), _leaves(new)
-        moved = [k for k in {**before, **after} if before.get(k) != after.get(k)]
-        shown = ", ".join(f"{k}: {_show(before.get(k))} -> {_show(after.get(k))}" for k in moved[:3])
-        return shown + (f", ... ({len(moved)} in all)" if len(moved) > 3 else "")
-    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and len(old) == len(new) > 1:
-        pairs = [(a, b) for a, b in zip(old, new) if a != b]
-        if len(pairs) < len(old):
-            return f"{', '.join(_show(a) for a, _ in pairs)} -> {', '.join(_show(b) for _, b in pairs)}"
-    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)) and len(old) == len(new) == 1:
-        return f"{_show(old[0])} -> {_show(new[0])}"
-    return f"{_show(old)} -> {_show(new)}"
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One difference between the old and the new model.
-
-    ``subject`` is what changed, in the new model's names (the old one's for removals):
-    a node id (``id#k`` for one output of several), a module path, a parameter ref, or
-    ``model`` for the summary. ``detail`` says which part of it (``inputs``,
-    ``extra_repr``, ``mean``...); ``old``/``new`` are the values before and after, None
-    where there was none; ``tolerance`` is set on statistics only.
-    """
-
-    kind: ChangeKind
-    subject: str
-    detail: str = ""
-    old: Any = None
-    new: Any = None
-    tolerance: Tolerance | None = None
-
-    @property
-    def sign(self) -> str:
-        if self.kind in (ChangeKind.NODE_ADDED, ChangeKind.MODULE_ADDED):
-            return "+"
-        if self.kind in (ChangeKind.NODE_REMOVED, ChangeKind.MODULE_REMOVED):
-            return "-"
-        return "~"
-
-    @property
-    def node_id(self) -> str | None:
-        """The node this change is on (without a ``#k`` output suffix), if it is on one."""
-        return self.subject.partition("#")[0] if self.kind.on_node else None
-
-    def columns(self) -> tuple[str, str, str, str]:
-        """``(sign, subject, detail, value)``: the columns of one line of a change list."""
-        if self.kind in (ChangeKind.NODE_ADDED, ChangeKind.MODULE_ADDED):
-            return self.sign, self.subject or "<root>", self.detail, _show(self.new)
-        if self.kind in (ChangeKind.NODE_REMOVED, ChangeKind.MODULE_REMOVED):
-            return self.sign, self.subject or "<root>", self.detail, _show(self.old)
-        if self.kind is ChangeKind.MODULE_RENAMED:
-            return self.sign, f"{self.old} -> {self.new}", "renamed", ""
-        if self.detail == "extra_repr" and isinstance(self.old, str) and isinstance(self.new, str):
-            # `in_features=4, out_features=1, bias=True`: name the settings that moved
-            value = _arrow(self.old.split(", "), self.new.split(", "))
-        else:
-            value = _arrow(self.old, self.new)
-        if self.tolerance is not None:
-            value += f"  (rtol {self.tolerance.rtol:g}, atol {self.tolerance.atol:g})"
-        return self.sign, self.subject or "<root>", self.detail, value
-
-    def __str__(self) -> str:
-        return "  ".join(part for part in self.columns() if part)
+_Key = Callable[[Node], Any]  # what nodes are grouped by when paired in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +51,13 @@ class Matching:
             if renamed is not None:
                 return ".".join([renamed, *parts[end:]])
         return path
+
+    def scope(self, scope: str) -> str:
+        """The new name of an old node's scope (``module path[:call]``)."""
+        if not scope:
+            return ""
+        path, _, call = scope.partition(":")
+        return self.module_path(path) + (f":{call}" if call else "")
 
     def ref(self, ref: str) -> str:
         """The new name of an old input reference (node output, param, buffer)."""
@@ -253,23 +137,23 @@ def match(old: Trace, new: Trace) -> Matching:
             pairs.update(zip((n.node_id for n in old_part), (n.node_id for n in new_part)))
         else:
             regions.append((old_part, new_part))
-    matching = Matching(pairs, _module_renames(pairs, old_nodes, new_nodes))
+    aligned = Matching(dict(pairs), _module_renames(pairs, old_nodes, new_nodes))
     taken = set(pairs.values())
 
     def renamed_id(node: Node) -> str:
+        """The id an old node has in the new names, by the renames the aligned runs show."""
         if not node.scope:
             return node.node_id
-        module, _, call = node.scope.partition(":")
-        scope = matching.module_path(module) + (f":{call}" if call else "")
-        return f"{scope}/{node.node_id.rpartition('/')[2]}"
+        return f"{aligned.scope(node.scope)}/{node.node_id.rpartition('/')[2]}"
 
     def pair(old_node: Node, new_node: Node) -> None:
         pairs[old_node.node_id] = new_node.node_id
         taken.add(new_node.node_id)
 
     def pair_in_order(
-        olds: list[Node], news: list[Node], old_key: Any, new_key: Any, *, same_count: bool
+        olds: Sequence[Node], news: Sequence[Node], old_key: _Key, new_key: _Key, *, equal: bool
     ) -> None:
+        """Pair nodes of equal keys in order (only where both sides have as many, if ``equal``)."""
         groups: defaultdict[Any, tuple[list[Node], list[Node]]] = defaultdict(lambda: ([], []))
         for node in olds:
             if node.node_id not in pairs:
@@ -278,18 +162,23 @@ def match(old: Trace, new: Trace) -> Matching:
             if node.node_id not in taken:
                 groups[new_key(node)][1].append(node)
         for group_olds, group_news in groups.values():
-            if len(group_olds) == len(group_news) or not same_count:
+            if len(group_olds) == len(group_news) or not equal:
                 for old_node, new_node in zip(group_olds, group_news):
                     pair(old_node, new_node)
 
     # Inside an unaligned region: the same (renamed) id; else the same place, in order (an
     # op changed in place keeps its module and position, not its id); else the same op,
     # in order (a layer wrapped into a new container keeps its op).
+    def old_place(node: Node) -> tuple[str, NodeKind]:
+        return renamed_id(node).rpartition("/")[0], node.kind
+
+    def op(node: Node) -> tuple[NodeKind, str]:
+        return node.kind, node.op
+
     for old_part, new_part in regions:
-        pair_in_order(old_part, new_part, renamed_id, lambda n: n.node_id, same_count=False)
-        place = (lambda n: (renamed_id(n).rpartition("/")[0], n.kind)), (lambda n: (n.scope, n.kind))
-        pair_in_order(old_part, new_part, *place, same_count=True)
-        pair_in_order(old_part, new_part, *([lambda n: (n.kind, n.op)] * 2), same_count=False)
+        pair_in_order(old_part, new_part, renamed_id, lambda node: node.node_id, equal=False)
+        pair_in_order(old_part, new_part, old_place, lambda node: (node.scope, node.kind), equal=True)
+        pair_in_order(old_part, new_part, op, op, equal=False)
     # A node that moved (two ops swapped) is still itself when its id is free on both sides.
     for node in old.nodes:
         target = renamed_id(node)
@@ -347,7 +236,7 @@ def _as_trace(value: Trace | str, source: str) -> Trace:
     raise TypeError(f"diff compares Traces or snapshot texts (got {type(value).__name__!r})")
 
 
-def _specs(node: Node) -> str:
+def _output_text(node: Node) -> str:
     return ", ".join(map(str, node.outputs))
 
 
@@ -442,21 +331,21 @@ def compare(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None =
 
     matched = set(matching.nodes.values())
     changes = [
-        Change(ChangeKind.NODE_ADDED, n.node_id, n.op, None, _specs(n))
+        Change(ChangeKind.NODE_ADDED, n.node_id, n.op, None, _output_text(n))
         for n in new_trace.nodes
         if n.node_id not in matched
     ]
     changes += [
-        Change(ChangeKind.NODE_REMOVED, n.node_id, n.op, _specs(n))
+        Change(ChangeKind.NODE_REMOVED, n.node_id, n.op, _output_text(n))
         for n in old_trace.nodes
         if n.node_id not in matching.nodes
     ]
     for key, field in in_order("nodes", {node_id: k for k, node_id in enumerate(new_data["nodes"])}):
         changes += _node_change(key, field, before["nodes"][key], after["nodes"][key])
-    renamed = {matching.module_path(path) for path in old_data["modules"]}
+    old_paths = {matching.module_path(path) for path in old_data["modules"]}  # in the new names
     changes += [
         Change(ChangeKind.MODULE_ADDED, path, entry["class"], None, entry.get("config", ""))
-        for path, entry in new_data["modules"].items() if path not in renamed
+        for path, entry in new_data["modules"].items() if path not in old_paths
     ]  # fmt: skip
     changes += [
         Change(ChangeKind.MODULE_REMOVED, path, entry["class"], entry.get("config", ""))
@@ -486,11 +375,14 @@ def compare(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None =
         changes.append(Change(kind, "model", key, before["summary"].get(key), after["summary"].get(key)))
     for ref, field in in_order("stats", {ref: k for k, ref in enumerate(new_data.get("stats", {}))}):
         change = _stat_change(ref, field, before["stats"][ref], after["stats"][ref], tolerance)
-        changes += [change] if change is not None else []
-    if "stats" in old_data and "stats" not in new_data:
-        changes.append(Change(ChangeKind.SUMMARY_CHANGED, "model", "stats", "recorded", "not recorded"))
-    elif "stats" in new_data and "stats" not in old_data:
-        changes.append(Change(ChangeKind.SUMMARY_CHANGED, "model", "stats", "not recorded", "recorded"))
+        if change is not None:
+            changes.append(change)
+    had_stats, has_stats = "stats" in old_data, "stats" in new_data
+    if had_stats != has_stats:
+        recorded = {True: "recorded", False: "not recorded"}
+        changes.append(
+            Change(ChangeKind.SUMMARY_CHANGED, "model", "stats", recorded[had_stats], recorded[has_stats])
+        )
     changes.sort(key=lambda c: c.kind.rank)  # stable: graph order within a kind
     return Comparison(old_trace, new_trace, matching, changes)
 

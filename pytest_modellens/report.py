@@ -16,13 +16,14 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .changes import Change, ChangeKind
 from .errors import RenderError, SnapshotFormatError
 from .trace import Trace
 
 if TYPE_CHECKING:
     import pytest
 
-    from .differ import Change, Comparison
+    from .differ import Comparison
     from .plugin import Settings
 
 #: Most changes listed in a failure message; the rest are counted.
@@ -64,17 +65,15 @@ def _count(number: int, noun: str) -> str:
 
 def headline(changes: list[Change]) -> str:
     """``1 node added, 2 nodes changed``: what the change list holds, in a few words."""
-    from .differ import ChangeKind as K
-
     nodes: dict[str, set[str]] = {"added": set(), "removed": set(), "changed": set()}
     modules: Counter[str] = Counter()
     for change in changes:
         if change.node_id is not None:
-            which = {K.NODE_ADDED: "added", K.NODE_REMOVED: "removed"}.get(change.kind, "changed")
+            which = {"+": "added", "-": "removed"}.get(change.sign, "changed")
             nodes[which].add(change.node_id)
-        elif change.kind is K.MODULE_RENAMED:
+        elif change.kind is ChangeKind.MODULE_RENAMED:
             modules["renamed"] += 1
-        elif change.kind in (K.MODULE_ADDED, K.MODULE_REMOVED):
+        elif change.kind in (ChangeKind.MODULE_ADDED, ChangeKind.MODULE_REMOVED):
             modules[change.kind.value.split()[1]] += 1
     nodes["changed"] -= nodes["added"]
     parts = [f"{_count(len(ids), 'node')} {which}" for which, ids in nodes.items() if ids]
@@ -86,9 +85,10 @@ def headline(changes: list[Change]) -> str:
 
 def _rows(changes: list[Change]) -> list[tuple[str, str, str, str]]:
     """The columns of each change; a whole module added or removed is one row, not one per node."""
-    from .differ import ChangeKind as K
-
-    whole = {K.NODE_ADDED: K.MODULE_ADDED, K.NODE_REMOVED: K.MODULE_REMOVED}
+    whole = {
+        ChangeKind.NODE_ADDED: ChangeKind.MODULE_ADDED,
+        ChangeKind.NODE_REMOVED: ChangeKind.MODULE_REMOVED,
+    }
     modules = {(c.kind, c.subject): c for c in changes if c.kind in whole.values() and c.subject}
 
     def owner(change: Change) -> Change | None:

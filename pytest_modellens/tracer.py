@@ -4,9 +4,9 @@ The tracer is a scoped ``torch.overrides.TorchFunctionMode`` plus global module
 forward pre/post hooks. Operations are named at the function level (``linear``,
 ``conv2d``, ``scaled_dot_product_attention``), which is the same on every device;
 dispatcher-level (ATen) names are not. Nothing outlives a call to :func:`trace`:
-the mode, the hooks and the one patch (see below) are removed, and the model's
-parameters, buffers, training flags, the inputs and the global RNG state are put back
-as they were, whether the forward returns or raises.
+the mode, the hooks and the one patch (below) are removed, and the model's parameters,
+buffers, training flags, the input tensors and the global RNG state are put back as
+they were, whether the forward returns or raises.
 
 What the mode cannot see inside, it records from the outside:
 
@@ -20,10 +20,17 @@ What the mode cannot see inside, it records from the outside:
   into a C++ extension) becomes one operation named after its class, reading the
   tensors it was given and its parameters.
 
+Python branching on tensor values (``__bool__``, ``torch.equal``, ``torch.allclose``)
+becomes a ``condition`` node whose ``result`` argument says which way it went. Inputs and
+outputs are named by argument, key, field or attribute (``past_key_values.layers.0.keys``
+for the tensors a Hugging Face cache object holds). Known limits: writing through a view
+rebinds the view, not the tensor it views; the per-sample ops inside ``torch.vmap`` read
+as constants; ``torch.cond`` is not supported.
+
 The handler below runs inside every operation of the forward, so it is kept lean:
 names are cached per function, and tensors are tracked by ``id`` with a weak
 reference that proves the id still belongs to the same tensor (holding the tensors
-themselves would keep every activation of the forward alive).
+themselves would keep every activation of the forward alive and slow the forward down).
 """
 
 from __future__ import annotations
@@ -35,8 +42,8 @@ import math
 import numbers
 import sys
 import weakref
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -46,6 +53,7 @@ from torch.nn.modules.module import (
     register_module_forward_hook,
     register_module_forward_pre_hook,
 )
+from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode, handle_torch_function
 
 from .errors import TraceError
@@ -64,15 +72,20 @@ _DUNDER_INPLACE = {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipo
 #: Operations that turn tensor values into a Python bool: the forward branches on data.
 _CONDITION_OPS = frozenset({"bool", "equal", "allclose", "is_nonzero", "contains"})
 #: Operations whose output holds no values yet: their statistics would be noise.
-_UNINITIALIZED_OPS = frozenset({"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "empty_permuted"})
+_UNINITIALIZED_OPS = frozenset(
+    {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "empty_permuted"}
+)
 #: Device types: a string argument naming one (``x.to("cuda")``) is written ``<device>``.
 _DEVICE_TYPES = frozenset({"cpu", "cuda", "mps", "xpu", "meta", "hpu", "xla", "npu", "mtia", "ipu"})
 _FUNCTION_APPLY = torch.autograd.Function.__dict__["apply"]
 #: The exit hook reads keyword arguments too, where this torch can pass them.
 _EXIT_HOOK_OPTIONS = {"always_call": True} | (
-    {"with_kwargs": True} if "with_kwargs" in inspect.signature(register_module_forward_hook).parameters else {}
+    {"with_kwargs": True}
+    if "with_kwargs" in inspect.signature(register_module_forward_hook).parameters
+    else {}
 )
 _op_names: dict[Any, str] = {}
+_function_ops: dict[type, Callable[..., Any]] = {}
 _dtype_names: dict[torch.dtype, str] = {}
 
 
@@ -207,7 +220,10 @@ def _flatten(value: Any, path: str, out: list[tuple[str, Tensor]], depth: int = 
     if isinstance(value, Mapping):
         return {str(k): _flatten(v, join(k), out, depth) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _flatten(getattr(value, f.name), join(f.name), out, depth) for f in dataclasses.fields(value)}
+        return {
+            f.name: _flatten(getattr(value, f.name), join(f.name), out, depth)
+            for f in dataclasses.fields(value)
+        }
     attributes = getattr(value, "__dict__", None)
     if attributes and depth < MAX_OBJECT_DEPTH and not isinstance(value, (nn.Module, type)):
         held = {}
@@ -242,7 +258,9 @@ class _Recorder(TorchFunctionMode):
         self._name_tensors(model, "")
         #: Tensors an in-place operation may not leave changed: parameters and inputs.
         self.protected = {
-            key for key, (ref, tensor) in self.named.items() if ref.startswith("param:") and not _uninitialized(tensor)
+            key
+            for key, (ref, tensor) in self.named.items()
+            if ref.startswith("param:") and not is_lazy(tensor)
         }
         self.saved: dict[int, tuple[Tensor, Tensor]] = {}
         self.scopes: list[str] = [""]
@@ -250,7 +268,6 @@ class _Recorder(TorchFunctionMode):
         self.calls: dict[str, int] = {}
         self.op_counts: dict[tuple[str, str], int] = {}
         self.nodes: list[Node] = []
-        self.function_ops: dict[type, Callable[..., Any]] = {}
 
     def _name_tensors(self, module: nn.Module, prefix: str) -> None:
         """Name parameters and buffers (a shared one once, under its first name)."""
@@ -260,6 +277,30 @@ class _Recorder(TorchFunctionMode):
             if id(tensor) not in self.named:
                 self.named[id(tensor)] = (ref, tensor)
                 self.producers[id(tensor)] = (weakref.ref(tensor), ref)
+
+    # -- inputs and outputs ------------------------------------------------------------
+
+    def add_inputs(self, tensors: list[tuple[str, Tensor]]) -> None:
+        for path, tensor in tensors:
+            node = Node(
+                f"input:{path}", NodeKind.INPUT, "input", (), (), (_spec(tensor),), self.stats_of([tensor])
+            )
+            self.add_node(node, [tensor])
+            self.protected.add(id(tensor))
+
+    def add_outputs(self, result: Any) -> Any:
+        """Output nodes for the tensors of the forward's result; returns the result's description."""
+        tensors: list[tuple[str, Tensor]] = []
+        description = _flatten(result, "", tensors)
+        for path, tensor in tensors:
+            node_id = f"output:{path}" if path else "output"
+            spec = (_spec(tensor),)
+            self.nodes.append(
+                Node(
+                    node_id, NodeKind.OUTPUT, "output", (self.ref(tensor),), (), spec, self.stats_of([tensor])
+                )
+            )
+        return description
 
     # -- module scopes ---------------------------------------------------------------
 
@@ -351,11 +392,15 @@ class _Recorder(TorchFunctionMode):
     def stats_of(self, tensors: list[Tensor]) -> tuple[Stats | None, ...]:
         return tuple(_compute_stats(t) for t in tensors) if self.stats else ()
 
-    def _record(self, op: str, inputs: list[str], described: list[tuple[str, Any]], outputs: list[Tensor]) -> None:
+    def _record(
+        self, op: str, inputs: list[str], described: list[tuple[str, Any]], outputs: list[Tensor]
+    ) -> None:
         specs = (_spec(outputs[0]),) if len(outputs) == 1 else tuple(map(_spec, outputs))
         stats: tuple[Stats | None, ...] = ()
         if self.stats:  # the values of `torch.empty` are whatever the memory held
-            stats = (None,) * len(outputs) if op in _UNINITIALIZED_OPS else tuple(map(_compute_stats, outputs))
+            stats = (
+                (None,) * len(outputs) if op in _UNINITIALIZED_OPS else tuple(map(_compute_stats, outputs))
+            )
         node = Node(self.new_id(op), NodeKind.OP, op, tuple(inputs), tuple(described), specs, stats)
         self.add_node(node, outputs)
 
@@ -365,7 +410,11 @@ class _Recorder(TorchFunctionMode):
         if kwargs is None:
             kwargs = {}
         op = _op_name(func)
-        if op[-1] == "_" or op == "setitem" or (kwargs and ("out" in kwargs or kwargs.get("inplace") is True)):
+        if (
+            op[-1] == "_"
+            or op == "setitem"
+            or (kwargs and ("out" in kwargs or kwargs.get("inplace") is True))
+        ):
             self._save_before_write(args, kwargs)
         result = func(*args, **kwargs)
 
@@ -377,9 +426,8 @@ class _Recorder(TorchFunctionMode):
             outputs = [args[0]]  # x[i] = v returns None but writes x
         elif result.__class__ is bool:
             if op in _CONDITION_OPS:  # `if x.sum() > 0:` calls __bool__
-                inputs = [self.ref(t) for t in _tensors_in(args, [])]
-                node = Node(self.new_id(op), NodeKind.CONDITION, op, tuple(inputs), (("result", result),))
-                self.nodes.append(node)
+                reads = tuple(self.ref(t) for t in _tensors_in(args, []))
+                self.nodes.append(Node(self.new_id(op), NodeKind.CONDITION, op, reads, (("result", result),)))
             return result
         elif isinstance(result, (tuple, list)) and not isinstance(result, torch.Size):
             outputs = _tensors_in(result, [])
@@ -429,29 +477,32 @@ class _Recorder(TorchFunctionMode):
 
     def apply_function(self, cls: type, args: Any, kwargs: Any) -> Any:
         """``Function.apply`` while tracing: one operation named after the class."""
-        apply = _FUNCTION_APPLY.__get__(None, cls)
         if not torch._C._is_torch_function_mode_enabled() or issubclass(cls, _checkpoint_function()):
-            return apply(*args, **kwargs)  # inside an operation (the mode is off there), or transparent
-        op = self.function_ops.get(cls)
-        if op is None:
-
-            def op(*args: Any, **kwargs: Any) -> Any:
-                return apply(*args, **kwargs)
-
-            op.__name__ = cls.__name__
-            self.function_ops[cls] = op
+            # Inside an operation (the mode is off there), or a Function that stays transparent.
+            return _FUNCTION_APPLY.__get__(None, cls)(*args, **kwargs)
         # Through torch's own dispatch, so the mode is off while the Function runs.
-        return handle_torch_function(op, _tensors_in(args, _tensors_in(kwargs.values(), [])), *args, **kwargs)
+        tensors = _tensors_in(args, _tensors_in(kwargs.values(), []))
+        return handle_torch_function(_function_op(cls), tensors, *args, **kwargs)
+
+
+def _function_op(cls: type) -> Callable[..., Any]:
+    """A callable named after a Function class that runs its original ``apply`` (one per class)."""
+    op = _function_ops.get(cls)
+    if op is None:
+        apply = _FUNCTION_APPLY.__get__(None, cls)
+
+        def op(*args: Any, **kwargs: Any) -> Any:
+            return apply(*args, **kwargs)
+
+        op.__name__ = op.__qualname__ = cls.__name__
+        _function_ops[cls] = op
+    return op
 
 
 def _checkpoint_function() -> type:
     from torch.utils.checkpoint import CheckpointFunction
 
     return CheckpointFunction
-
-
-def _uninitialized(tensor: Tensor) -> bool:
-    return isinstance(tensor, nn.parameter.UninitializedTensorMixin)
 
 
 class _ModelState:
@@ -462,8 +513,8 @@ class _ModelState:
         # Native kernels (batch_norm's running statistics) write buffers without bumping
         # their version counter, so every buffer is copied and put back.
         # A lazy module's first forward makes its parameters: that change is expected.
-        self.buffers = [(b, b.detach().clone()) for b in model.buffers() if not _uninitialized(b)]
-        self.params = [(p, p._version) for p in model.parameters() if not _uninitialized(p)]
+        self.buffers = [(b, b.detach().clone()) for b in model.buffers() if not is_lazy(b)]
+        self.params = [(p, p._version) for p in model.parameters() if not is_lazy(p)]
         self.cpu_rng = torch.get_rng_state()
         self.cuda_rng = (
             torch.cuda.get_rng_state_all()
@@ -533,7 +584,9 @@ def _module_table(model: nn.Module, recorder: _Recorder) -> tuple[ModuleInfo, ..
     entries += [(root, module) for root, module in recorder.foreign]
     seen_foreign = {id(m) for _, m in recorder.foreign}
     for root, module in recorder.foreign:
-        entries += [(f"{root}.{sub}", m) for sub, m in module.named_modules() if sub and id(m) not in seen_foreign]
+        entries += [
+            (f"{root}.{sub}", m) for sub, m in module.named_modules() if sub and id(m) not in seen_foreign
+        ]
     params = _parameter_counts(entries)
     for path, module in entries:
         try:
@@ -559,6 +612,26 @@ def _param_table(recorder: _Recorder) -> tuple[ParamInfo, ...]:
         kind, _, name = ref.partition(":")
         rows.append(ParamInfo(name, kind == "buffer", _spec(tensor)))
     return tuple(rows)
+
+
+@contextmanager
+def _tracing(recorder: _Recorder, state: _ModelState) -> Iterator[None]:
+    """What the trace needs while the forward runs; all of it undone on the way out."""
+    with ExitStack() as scope:
+        scope.callback(state.restore, recorder.saved)  # runs last
+        scope.enter_context(torch.no_grad())
+        if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance"):
+            scope.enter_context(torch.compiler.set_stance("force_eager"))  # compiled parts run eagerly
+        for hook in (
+            register_module_forward_pre_hook(recorder.enter_module),
+            register_module_forward_hook(recorder.exit_module, **_EXIT_HOOK_OPTIONS),
+        ):
+            scope.callback(hook.remove)
+        torch.autograd.Function.apply = classmethod(  # type: ignore[method-assign, assignment]
+            lambda cls, *args, **kwargs: recorder.apply_function(cls, args, kwargs)
+        )
+        scope.callback(setattr, torch.autograd.Function, "apply", _FUNCTION_APPLY)
+        yield
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -597,51 +670,27 @@ def trace(
     named_inputs = _bind_inputs(model, args, kwargs)
     input_tensors: list[tuple[str, Tensor]] = []
     inputs_desc = _flatten(named_inputs, "", input_tensors)
-    if stats and (
-        any(t.is_meta for _, t in input_tensors) or any(p.is_meta for p in model.parameters())
-    ):
+    if stats and (any(t.is_meta for _, t in input_tensors) or any(p.is_meta for p in model.parameters())):
         raise TraceError(
             f"statistics need tensor values, but {type(model).__name__} or its inputs are on "
             "the meta device; trace it without stats=True (structure only), or build it on a real device"
         )
 
     recorder = _Recorder(model, stats=stats)
-    for path, tensor in input_tensors:
-        node = Node(f"input:{path}", NodeKind.INPUT, "input", (), (), (_spec(tensor),), recorder.stats_of([tensor]))
-        recorder.add_node(node, [tensor])
-        recorder.protected.add(id(tensor))
-
+    recorder.add_inputs(input_tensors)
     state = _ModelState(model)
-    output_tensors: list[tuple[str, Tensor]] = []
-    with ExitStack() as scope:
-        scope.callback(state.restore, recorder.saved)  # runs last
-        scope.enter_context(torch.no_grad())
-        if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance"):
-            scope.enter_context(torch.compiler.set_stance("force_eager"))  # compiled parts run eagerly
-        for hook in (
-            register_module_forward_pre_hook(recorder.enter_module),
-            register_module_forward_hook(recorder.exit_module, **_EXIT_HOOK_OPTIONS),
-        ):
-            scope.callback(hook.remove)
-        torch.autograd.Function.apply = classmethod(  # type: ignore[method-assign, assignment]
-            lambda cls, *a, **k: recorder.apply_function(cls, a, k)
-        )
-        scope.callback(setattr, torch.autograd.Function, "apply", _FUNCTION_APPLY)
+    with _tracing(recorder, state):
         try:
             with recorder:
                 result = model(*args, **kwargs)
             # Before anything is put back: an output may be an input written in place.
-            outputs_desc = _flatten(result, "", output_tensors)
-            for path, tensor in output_tensors:
-                node_id = f"output:{path}" if path else "output"
-                node = Node(node_id, NodeKind.OUTPUT, "output", (recorder.ref(tensor),), (), (_spec(tensor),), recorder.stats_of([tensor]))
-                recorder.nodes.append(node)
+            outputs_desc = recorder.add_outputs(result)
         except Exception as error:
             ops = [node.node_id for node in recorder.nodes if node.kind in (NodeKind.OP, NodeKind.CONDITION)]
-            where = ops[-1] if ops else "none, it failed before the first"
+            where = f"last operation traced: {ops[-1]}" if ops else "before its first operation"
             raise TraceError(
                 f"the forward pass of {type(model).__name__} raised {type(error).__name__}: {error} "
-                f"(last operation traced: {where}); the model was left unchanged"
+                f"({where}); the model was left unchanged"
             ) from error
     changed = state.unrestorable(recorder.saved)
     if changed:

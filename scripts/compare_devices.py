@@ -60,18 +60,25 @@ def compare(case: Case, device: str, tolerance: lens.Tolerance) -> list[str]:
             cpu_structure.splitlines(), other_structure.splitlines(), "cpu", device, lineterm="", n=1
         )
         return ["structure differs:", *list(lines)[:SHOWN]]
-    if not case.random and cpu_stats.with_tolerance(tolerance) != other_stats:
-        changes = [str(change) for change in lens.diff(cpu_stats, other_stats)]
+    expected = cpu_stats.with_tolerance(tolerance)
+    if not case.random and expected != other_stats:
+        changes = [str(change) for change in lens.diff(expected, other_stats)]
         return [f"statistics differ beyond rtol={tolerance.rtol}, atol={tolerance.atol}:", *changes[:SHOWN]]
     return []
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="MODEL", help=f"zoo models (default: all): {', '.join(CASES)}")
+    parser.add_argument(
+        "names", nargs="*", metavar="MODEL", help=f"zoo models (default: all): {', '.join(CASES)}"
+    )
     parser.add_argument("--device", default="cuda", help="the device compared with the CPU (default: cuda)")
-    parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance of statistics (default 1e-3)")
-    parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance of statistics (default 1e-4)")
+    parser.add_argument(
+        "--rtol", type=float, default=1e-3, help="relative tolerance of statistics (default 1e-3)"
+    )
+    parser.add_argument(
+        "--atol", type=float, default=1e-4, help="absolute tolerance of statistics (default 1e-4)"
+    )
     options = parser.parse_args(argv)
     unknown = [name for name in options.names if name not in CASES]
     if unknown:
@@ -81,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     if why_not is not None:
         print(f"compare_devices: cannot compare with {options.device}: {why_not}", file=sys.stderr)
         return 2
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    if torch.device(options.device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
     tolerance = lens.Tolerance(rtol=options.rtol, atol=options.atol)
     cases = [CASES[name] for name in options.names] or ZOO

@@ -137,7 +137,9 @@ def test_a_cache_passed_in_is_traced_as_inputs_and_returned_grown(name: str) -> 
     assert {node.node_id for node in cache_inputs} <= read
     nodes = json.loads(trace.dumps())["nodes"]
     assert not [ref for node in nodes.values() for ref in node.get("in", []) if ref.startswith("const:")]
-    cache_outputs = [node for node in trace.nodes if node.kind.value == "output" and len(node.outputs[0].shape) == 4]
+    cache_outputs = [
+        node for node in trace.nodes if node.kind.value == "output" and len(node.outputs[0].shape) == 4
+    ]
     assert len(cache_outputs) == 4 and all(node.outputs[0].shape[-2] == 7 for node in cache_outputs)
 
 

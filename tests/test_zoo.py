@@ -15,6 +15,7 @@ import torch
 from zoo import CASES, ZOO, Case
 
 import pytest_modellens as lens
+from pytest_modellens.render import trace_graph
 
 by_name = pytest.mark.parametrize("case", ZOO, ids=lambda case: case.name)
 
@@ -67,7 +68,7 @@ def test_three_traces_give_the_same_bytes_and_leave_the_model_as_it_was(case: Ca
 
 
 @by_name
-def test_structure_flags(case: Case) -> None:
+def test_structure_flags_and_the_rolled_view(case: Case) -> None:
     model, args, kwargs = case.build()
     trace = lens.trace(model, *args, **kwargs)
     assert (trace.recurrent, trace.branching, trace.conditional, trace.passes) == (
@@ -76,6 +77,10 @@ def test_structure_flags(case: Case) -> None:
         case.conditional,
         case.passes,
     )
+    # The rolled picture draws a module called N times once, marked xN: the recurrent layer
+    # with its pass count, and nothing rolled up in a model without recurrence.
+    rolled = trace_graph(trace, rolled=True).vertices.values()
+    assert max((vertex.count for vertex in rolled), default=1) == case.passes
 
 
 @pytest.mark.parametrize("steps", [5, 3])
@@ -130,7 +135,9 @@ def _compare_devices_script() -> Any:
     return script
 
 
-def test_the_device_comparison_script_compares_and_says_when_it_cannot(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_device_comparison_script_compares_and_says_when_it_cannot(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     script = _compare_devices_script()
     assert script.main(["--device", "cpu", "in_place", "loop_cell"]) == 0  # the CPU against itself
     assert "2 of 2 models trace the same" in capsys.readouterr().out

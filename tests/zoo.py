@@ -45,8 +45,10 @@ def to_device(value: Any, device: torch.device | str) -> Any:
     if isinstance(value, (Tensor, nn.Module)):
         return value.to(device)
     if isinstance(value, tuple):
-        return type(value)(*(to_device(v, device) for v in value)) if hasattr(value, "_fields") else tuple(
-            to_device(v, device) for v in value
+        return (
+            type(value)(*(to_device(v, device) for v in value))
+            if hasattr(value, "_fields")
+            else tuple(to_device(v, device) for v in value)
         )
     if isinstance(value, list):
         return [to_device(v, device) for v in value]
@@ -136,7 +138,10 @@ class NestedOutput:
 
 
 class NestedIO(nn.Module):
-    """Several inputs and outputs: nested tuples, lists and dicts, keyword arguments, a dataclass."""
+    """Several inputs and outputs: nested tuples, lists and dicts, keyword arguments, a dataclass.
+
+    ``proj`` runs on two inputs: two passes of its weights, so the trace counts as recurrent.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -195,7 +200,10 @@ class SharedWeights(nn.Module):
 
 
 class LoopCell(nn.Module):
-    """An Elman-style cell applied in a Python loop over the sequence: five passes of one cell."""
+    """An Elman-style cell applied in a Python loop over the sequence: one pass of the cell per step.
+
+    Each state feeds only the next step: a chain, with no branching.
+    """
 
     def __init__(self, size: int = 6) -> None:
         super().__init__()
@@ -210,12 +218,16 @@ class LoopCell(nn.Module):
 
 
 class ModelCallsModel(nn.Module):
-    """A model that runs another model it owns and one it only holds in a plain list."""
+    """A model that runs another model it owns, and a module it only holds in a plain list.
+
+    The unregistered module has no parameters, so ``.to(device)`` (which cannot see it) still
+    leaves a working model; tests/test_tracer.py covers outside modules with parameters.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.backbone = FunctionalMLP()
-        self.helpers = [nn.Linear(4, 2)]  # not registered: a model living outside the tree
+        self.helpers = [nn.Softmax(dim=-1)]  # not registered: a module living outside the tree
 
     def forward(self, x: Tensor) -> Tensor:
         return self.helpers[0](self.backbone(x).exp())
@@ -233,7 +245,9 @@ class PackedLSTM(nn.Module):
         self.head = nn.Linear(10, 2)
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)  # lengths live on the CPU
+        packed = pack_padded_sequence(
+            x, lengths.cpu(), batch_first=True, enforce_sorted=False
+        )  # lengths live on the CPU
         out, (h, _c) = self.lstm(packed)
         padded, _ = pad_packed_sequence(out, batch_first=True)
         return self.head(padded), h
@@ -279,7 +293,9 @@ class Seq2SeqTransformer(nn.Module):
         self.encoder = nn.TransformerEncoder(
             nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 2, enable_nested_tensor=False
         )
-        self.decoder = nn.TransformerDecoder(nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 1)
+        self.decoder = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 1
+        )
 
     def forward(self, src: Tensor, tgt: Tensor, src_padding: Tensor) -> Tensor:
         memory = self.encoder(src, src_key_padding_mask=src_padding)
@@ -495,13 +511,22 @@ ZOO = [
         "transformer",
         lambda: (
             Seq2SeqTransformer().eval(),
-            (torch.randn(2, 3, 8), torch.randn(2, 4, 8), torch.tensor([[False, False, True], [False, False, False]])),
+            (
+                torch.randn(2, 3, 8),
+                torch.randn(2, 4, 8),
+                torch.tensor([[False, False, True], [False, False, False]]),
+            ),
             {},
         ),
         branching=True,
         conditional=True,  # the decoder checks whether its mask is the causal one
     ),
-    Case("control_flow", lambda: (ControlFlow(), (torch.randn(3, 4) * 4,), {}), conditional=True, branching=True),
+    Case(
+        "control_flow",
+        lambda: (ControlFlow(), (torch.randn(3, 4) * 4,), {}),
+        conditional=True,
+        branching=True,
+    ),
     Case("custom_functions", lambda: (CustomFunctions(), (torch.randn(2, 4),), {})),
     Case(
         "scatter_gather",
