@@ -35,14 +35,10 @@ themselves would keep every activation of the forward alive and slow the forward
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import inspect
-import math
-import numbers
 import sys
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -56,27 +52,17 @@ from torch.nn.modules.module import (
 from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode, handle_torch_function
 
+from .describe import compute_stats, describe, flatten, op_name, spec_of, tensors_in
 from .errors import TraceError
-from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
+from .model_info import ModelState, bind_inputs, module_table, param_table
+from .trace import Node, NodeKind, Stats, Tolerance, Trace
 
-#: Lists and tuples longer than this are written as ``<list of N>`` in node arguments.
-MAX_LISTED_ARGS = 16
-#: Significant digits kept of float arguments (``eps=1e-05``), so they print stably.
-ARG_FLOAT_DIGITS = 8
-#: How deep the tensors inside plain objects among the inputs and outputs are looked
-#: for (a Hugging Face cache holds its tensors two objects down).
-MAX_OBJECT_DEPTH = 4
-
-_DUNDER_INPLACE = {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow",
-                   "imatmul", "iand", "ior", "ixor", "ilshift", "irshift"}  # fmt: skip
 #: Operations that turn tensor values into a Python bool: the forward branches on data.
 _CONDITION_OPS = frozenset({"bool", "equal", "allclose", "is_nonzero", "contains"})
 #: Operations whose output holds no values yet: their statistics would be noise.
 _UNINITIALIZED_OPS = frozenset(
     {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "empty_permuted"}
 )
-#: Device types: a string argument naming one (``x.to("cuda")``) is written ``<device>``.
-_DEVICE_TYPES = frozenset({"cpu", "cuda", "mps", "xpu", "meta", "hpu", "xla", "npu", "mtia", "ipu"})
 _FUNCTION_APPLY = torch.autograd.Function.__dict__["apply"]
 #: The exit hook reads keyword arguments too, where this torch can pass them.
 _EXIT_HOOK_OPTIONS = {"always_call": True} | (
@@ -84,159 +70,7 @@ _EXIT_HOOK_OPTIONS = {"always_call": True} | (
     if "with_kwargs" in inspect.signature(register_module_forward_hook).parameters
     else {}
 )
-_op_names: dict[Any, str] = {}
 _function_ops: dict[type, Callable[..., Any]] = {}
-_dtype_names: dict[torch.dtype, str] = {}
-
-
-def _op_name(func: Any) -> str:
-    """The function-level name of an intercepted callable, cached per callable."""
-    try:
-        return _op_names[func]
-    except (KeyError, TypeError):
-        pass
-    name = getattr(func, "__name__", None) or type(func).__name__
-    if name == "__get__":  # a Tensor property such as `.T` or `.real`
-        name = getattr(getattr(func, "__self__", None), "__name__", "get")
-    if name.startswith("__") and name.endswith("__") and len(name) > 4:
-        name = name[2:-2]
-        if name in _DUNDER_INPLACE:
-            name = name[1:] + "_"
-    name = name.removesuffix(".default")  # torch.ops.aten.add.default
-    try:
-        _op_names[func] = name
-    except TypeError:
-        pass
-    return name
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    name = _dtype_names.get(dtype)
-    if name is None:
-        name = _dtype_names[dtype] = str(dtype).removeprefix("torch.")
-    return name
-
-
-def _spec(tensor: Tensor) -> TensorSpec:
-    try:
-        shape = tuple(tensor.shape)
-    except (RuntimeError, TypeError):  # nested tensors have no plain shape
-        shape = ()
-    return TensorSpec(_dtype_name(tensor.dtype), shape)
-
-
-def _describe(value: Any) -> Any:
-    """A JSON-safe, device-free, deterministic description of a non-tensor argument."""
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, str):
-        return "<device>" if value.partition(":")[0] in _DEVICE_TYPES else value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return float(f"{value:.{ARG_FLOAT_DIGITS}g}")
-        return str(value)
-    if isinstance(value, Tensor):
-        return "<tensor>"
-    if isinstance(value, (list, tuple)):
-        if len(value) > MAX_LISTED_ARGS:
-            return f"<{type(value).__name__} of {len(value)}>"
-        return [_describe(item) for item in value]
-    if isinstance(value, slice):
-        parts = (value.start, value.stop) if value.step is None else (value.start, value.stop, value.step)
-        return ":".join("" if p is None else str(_describe(p)) for p in parts)
-    if value is Ellipsis:
-        return "..."
-    if isinstance(value, torch.dtype):
-        return _dtype_name(value)
-    if isinstance(value, torch.device):
-        return "<device>"  # devices stay out of the compared data
-    if isinstance(value, (torch.memory_format, torch.layout)):
-        return str(value).removeprefix("torch.")
-    if isinstance(value, Mapping):
-        return {str(k): _describe(v) for k, v in value.items()}
-    if isinstance(value, enum.Enum):
-        return f"{type(value).__name__}.{value.name}"
-    if isinstance(value, numbers.Integral):  # numpy and other foreign scalars
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return _describe(float(value))
-    return f"<{type(value).__name__}>"  # never repr(): it may hold an address or a device
-
-
-def _compute_stats(tensor: Tensor) -> Stats:
-    """Statistics of a tensor's finite values, computed in float64."""
-    if tensor.numel() == 0 or tensor.is_meta:
-        return Stats(None, None, None, None, 0, 0)
-    values = tensor.detach()
-    if values.is_complex():
-        values = values.abs()
-    values = values.to(torch.float64)
-    finite = torch.isfinite(values)
-    nan = int(torch.isnan(values).sum())
-    finite_count = int(finite.sum())
-    inf = values.numel() - finite_count - nan
-    if finite_count == 0:
-        return Stats(None, None, None, None, nan, inf)
-    if finite_count < values.numel():
-        values = values[finite]
-    return Stats(
-        values.mean().item(),
-        values.std(correction=0).item(),
-        values.min().item(),
-        values.max().item(),
-        nan,
-        inf,
-    )
-
-
-def _tensors_in(values: Any, out: list[Tensor]) -> list[Tensor]:
-    """The tensors in nested lists, tuples and dicts, in order (the handler's quick walk)."""
-    for value in values:
-        if isinstance(value, Tensor):
-            out.append(value)
-        elif isinstance(value, (list, tuple)):
-            _tensors_in(value, out)
-        elif isinstance(value, dict):
-            _tensors_in(value.values(), out)
-    return out
-
-
-def _flatten(value: Any, path: str, out: list[tuple[str, Tensor]], depth: int = 0) -> Any:
-    """Collect the tensors of a nested value with their paths; return its description.
-
-    Handles tensors, tuples and lists (named tuples by field), mappings (Hugging Face
-    ``ModelOutput`` is one), dataclasses and, a few levels deep, the public attributes
-    of plain objects that hold tensors (a Hugging Face cache). Paths join keys with
-    dots: ``0.1``, ``logits``, ``past_key_values.layers.0.keys``.
-    """
-    join = (lambda key: f"{path}.{key}") if path else str
-    if isinstance(value, Tensor):
-        out.append((path, value))
-        return str(_spec(value))
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return {f: _flatten(v, join(f), out, depth) for f, v in zip(value._fields, value)}
-    if isinstance(value, (list, tuple)):
-        return [_flatten(v, join(i), out, depth) for i, v in enumerate(value)]
-    if isinstance(value, Mapping):
-        return {str(k): _flatten(v, join(k), out, depth) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: _flatten(getattr(value, f.name), join(f.name), out, depth)
-            for f in dataclasses.fields(value)
-        }
-    attributes = getattr(value, "__dict__", None)
-    if attributes and depth < MAX_OBJECT_DEPTH and not isinstance(value, (nn.Module, type)):
-        held = {}
-        for name, item in attributes.items():
-            found: list[tuple[str, Tensor]] = []
-            if not name.startswith("_"):
-                description = _flatten(item, join(name), found, depth + 1)
-                if found:  # only what holds tensors: the rest is the object's bookkeeping
-                    held[name] = description
-                    out.extend(found)
-        if held:
-            return held
-    return _describe(value)
 
 
 class _Recorder(TorchFunctionMode):
@@ -283,7 +117,7 @@ class _Recorder(TorchFunctionMode):
     def add_inputs(self, tensors: list[tuple[str, Tensor]]) -> None:
         for path, tensor in tensors:
             node = Node(
-                f"input:{path}", NodeKind.INPUT, "input", (), (), (_spec(tensor),), self.stats_of([tensor])
+                f"input:{path}", NodeKind.INPUT, "input", (), (), (spec_of(tensor),), self.stats_of([tensor])
             )
             self.add_node(node, [tensor])
             self.protected.add(id(tensor))
@@ -291,10 +125,10 @@ class _Recorder(TorchFunctionMode):
     def add_outputs(self, result: Any) -> Any:
         """Output nodes for the tensors of the forward's result; returns the result's description."""
         tensors: list[tuple[str, Tensor]] = []
-        description = _flatten(result, "", tensors)
+        description = flatten(result, "", tensors)
         for path, tensor in tensors:
             node_id = f"output:{path}" if path else "output"
-            spec = (_spec(tensor),)
+            spec = (spec_of(tensor),)
             self.nodes.append(
                 Node(
                     node_id, NodeKind.OUTPUT, "output", (self.ref(tensor),), (), spec, self.stats_of([tensor])
@@ -353,11 +187,11 @@ class _Recorder(TorchFunctionMode):
                 return
             unknown = [output]
         else:
-            unknown = [t for t in _tensors_in((output,), []) if not self.known(t)]
+            unknown = [t for t in tensors_in((output,), []) if not self.known(t)]
             if not unknown:
                 return
         op = getattr(module, "original_name", None) or type(module).__name__  # TorchScript keeps it
-        inputs = [self.ref(t) for t in _tensors_in(given, [])]
+        inputs = [self.ref(t) for t in tensors_in(given, [])]
         inputs += [self.ref(p) for p in module.parameters()]
         self._record(op, inputs, [], unknown)
 
@@ -372,7 +206,7 @@ class _Recorder(TorchFunctionMode):
         entry = self.producers.get(id(tensor))
         if entry is not None and entry[0]() is tensor:
             return entry[1]
-        return f"const:{_spec(tensor)}"
+        return f"const:{spec_of(tensor)}"
 
     def add_node(self, node: Node, tensors: list[Tensor]) -> None:
         self.nodes.append(node)
@@ -390,17 +224,15 @@ class _Recorder(TorchFunctionMode):
         return f"{scope}/{name}" if scope else name
 
     def stats_of(self, tensors: list[Tensor]) -> tuple[Stats | None, ...]:
-        return tuple(_compute_stats(t) for t in tensors) if self.stats else ()
+        return tuple(compute_stats(t) for t in tensors) if self.stats else ()
 
     def _record(
         self, op: str, inputs: list[str], described: list[tuple[str, Any]], outputs: list[Tensor]
     ) -> None:
-        specs = (_spec(outputs[0]),) if len(outputs) == 1 else tuple(map(_spec, outputs))
+        specs = (spec_of(outputs[0]),) if len(outputs) == 1 else tuple(map(spec_of, outputs))
         stats: tuple[Stats | None, ...] = ()
         if self.stats:  # the values of `torch.empty` are whatever the memory held
-            stats = (
-                (None,) * len(outputs) if op in _UNINITIALIZED_OPS else tuple(map(_compute_stats, outputs))
-            )
+            stats = (None,) * len(outputs) if op in _UNINITIALIZED_OPS else tuple(map(compute_stats, outputs))
         node = Node(self.new_id(op), NodeKind.OP, op, tuple(inputs), tuple(described), specs, stats)
         self.add_node(node, outputs)
 
@@ -409,7 +241,7 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         if kwargs is None:
             kwargs = {}
-        op = _op_name(func)
+        op = op_name(func)
         if (
             op[-1] == "_"
             or op == "setitem"
@@ -426,11 +258,11 @@ class _Recorder(TorchFunctionMode):
             outputs = [args[0]]  # x[i] = v returns None but writes x
         elif result.__class__ is bool:
             if op in _CONDITION_OPS:  # `if x.sum() > 0:` calls __bool__
-                reads = tuple(self.ref(t) for t in _tensors_in(args, []))
+                reads = tuple(self.ref(t) for t in tensors_in(args, []))
                 self.nodes.append(Node(self.new_id(op), NodeKind.CONDITION, op, reads, (("result", result),)))
             return result
         elif isinstance(result, (tuple, list)) and not isinstance(result, torch.Size):
-            outputs = _tensors_in(result, [])
+            outputs = tensors_in(result, [])
             if not outputs:
                 return result
         else:
@@ -454,12 +286,12 @@ class _Recorder(TorchFunctionMode):
     def _take(self, key: str, value: Any, inputs: list[str], described: list[tuple[str, Any]]) -> None:
         """A non-tensor argument: tensors inside a list go to the inputs, the rest is described."""
         if isinstance(value, (list, tuple)) and value:
-            tensors = _tensors_in(value, [])
+            tensors = tensors_in(value, [])
             if tensors:
                 inputs.extend(self.ref(t) for t in tensors)
                 if all(isinstance(v, Tensor) for v in value):
                     return  # torch.cat([a, b]): the inputs list says it all
-        described.append((key, "<device>" if key == "device" else _describe(value)))
+        described.append((key, "<device>" if key == "device" else describe(value)))
 
     def _save_before_write(self, args: Any, kwargs: Any) -> None:
         """Keep a copy of a parameter or input the forward is about to write in place."""
@@ -481,7 +313,7 @@ class _Recorder(TorchFunctionMode):
             # Inside an operation (the mode is off there), or a Function that stays transparent.
             return _FUNCTION_APPLY.__get__(None, cls)(*args, **kwargs)
         # Through torch's own dispatch, so the mode is off while the Function runs.
-        tensors = _tensors_in(args, _tensors_in(kwargs.values(), []))
+        tensors = tensors_in(args, tensors_in(kwargs.values(), []))
         return handle_torch_function(_function_op(cls), tensors, *args, **kwargs)
 
 
@@ -505,117 +337,8 @@ def _checkpoint_function() -> type:
     return CheckpointFunction
 
 
-class _ModelState:
-    """What a forward pass may change and a trace must put back."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.training = [(m, m.training) for m in model.modules()]
-        # Native kernels (batch_norm's running statistics) write buffers without bumping
-        # their version counter, so every buffer is copied and put back.
-        # A lazy module's first forward makes its parameters: that change is expected.
-        self.buffers = [(b, b.detach().clone()) for b in model.buffers() if not is_lazy(b)]
-        self.params = [(p, p._version) for p in model.parameters() if not is_lazy(p)]
-        self.cpu_rng = torch.get_rng_state()
-        self.cuda_rng = (
-            torch.cuda.get_rng_state_all()
-            if torch.cuda.is_available() and torch.cuda.is_initialized()
-            else None
-        )
-
-    def restore(self, saved: dict[int, tuple[Tensor, Tensor]]) -> None:
-        with torch.no_grad():
-            for buf, copy in self.buffers:
-                buf.copy_(copy)
-            for tensor, copy in saved.values():
-                tensor.copy_(copy)
-        for module, training in self.training:
-            module.training = training
-        torch.set_rng_state(self.cpu_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-
-    def unrestorable(self, saved: dict[int, tuple[Tensor, Tensor]]) -> list[Tensor]:
-        """Parameters changed in place by code the tracer could not see (native ops)."""
-        return [p for p, version in self.params if p._version != version and id(p) not in saved]
-
-
-def _bind_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Name the inputs after the forward's parameters (``x``, ``input_ids``), else by position.
-
-    ``*args`` are named by position and ``**kwargs`` by keyword, as if spelt out.
-    """
-    try:
-        bound = inspect.signature(model.forward).bind(*args, **kwargs)
-    except (TypeError, ValueError):
-        named = {str(i): a for i, a in enumerate(args)}
-        named.update(kwargs)
-        return named
-    named = {}
-    for name, value in bound.arguments.items():
-        kind = bound.signature.parameters[name].kind
-        if kind is inspect.Parameter.VAR_KEYWORD:
-            named.update(value)
-        elif kind is inspect.Parameter.VAR_POSITIONAL:
-            named.update((str(position), item) for position, item in enumerate(value, start=len(named)))
-        else:
-            named[name] = value
-    return named
-
-
-def _parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, int]:
-    """Parameters under each module (a shared one once), by module id, in one walk of the tree."""
-    held: dict[int, dict[int, int]] = {}  # module id -> {parameter id: numel}
-
-    def collect(module: nn.Module) -> dict[int, int]:
-        found = held.get(id(module))
-        if found is None:
-            found = {id(p): p.numel() for p in module.parameters(recurse=False)}
-            for child in module.children():
-                found.update(collect(child))
-            held[id(module)] = found
-        return found
-
-    return {id(module): sum(collect(module).values()) for _, module in modules}
-
-
-def _module_table(model: nn.Module, recorder: _Recorder) -> tuple[ModuleInfo, ...]:
-    rows = []
-    entries = list(model.named_modules())
-    entries += [(root, module) for root, module in recorder.foreign]
-    seen_foreign = {id(m) for _, m in recorder.foreign}
-    for root, module in recorder.foreign:
-        entries += [
-            (f"{root}.{sub}", m) for sub, m in module.named_modules() if sub and id(m) not in seen_foreign
-        ]
-    params = _parameter_counts(entries)
-    for path, module in entries:
-        try:
-            config = module.extra_repr()
-        except Exception:  # noqa: BLE001 - a custom extra_repr that fails must not fail the trace
-            config = ""
-        rows.append(
-            ModuleInfo(
-                path=path,
-                class_name=type(module).__name__,
-                config=config,
-                params=params[id(module)],
-                calls=recorder.calls.get(path, 0),
-            )
-        )
-    return tuple(rows)
-
-
-def _param_table(recorder: _Recorder) -> tuple[ParamInfo, ...]:
-    """The model's parameters and buffers, then those of modules met outside its tree."""
-    rows = []
-    for ref, tensor in recorder.named.values():
-        kind, _, name = ref.partition(":")
-        rows.append(ParamInfo(name, kind == "buffer", _spec(tensor)))
-    return tuple(rows)
-
-
 @contextmanager
-def _tracing(recorder: _Recorder, state: _ModelState) -> Iterator[None]:
+def _tracing(recorder: _Recorder, state: ModelState) -> Iterator[None]:
     """What the trace needs while the forward runs; all of it undone on the way out."""
     with ExitStack() as scope:
         scope.callback(state.restore, recorder.saved)  # runs last
@@ -667,9 +390,9 @@ def trace(
     tolerance = Tolerance(
         rtol=defaults.rtol if rtol is None else rtol, atol=defaults.atol if atol is None else atol
     )
-    named_inputs = _bind_inputs(model, args, kwargs)
+    named_inputs = bind_inputs(model, args, kwargs)
     input_tensors: list[tuple[str, Tensor]] = []
-    inputs_desc = _flatten(named_inputs, "", input_tensors)
+    inputs_desc = flatten(named_inputs, "", input_tensors)
     if stats and (any(t.is_meta for _, t in input_tensors) or any(p.is_meta for p in model.parameters())):
         raise TraceError(
             f"statistics need tensor values, but {type(model).__name__} or its inputs are on "
@@ -678,7 +401,7 @@ def trace(
 
     recorder = _Recorder(model, stats=stats)
     recorder.add_inputs(input_tensors)
-    state = _ModelState(model)
+    state = ModelState(model)
     with _tracing(recorder, state):
         try:
             with recorder:
@@ -705,7 +428,7 @@ def trace(
         inputs=inputs_desc,
         outputs=outputs_desc,
         nodes=tuple(recorder.nodes),
-        modules=_module_table(model, recorder),
-        params=_param_table(recorder),
+        modules=module_table(model, foreign=recorder.foreign, calls=recorder.calls),
+        params=param_table(recorder.named),
         tolerance=tolerance,
     )

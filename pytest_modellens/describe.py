@@ -1,0 +1,186 @@
+"""How the tracer writes torch values down: op names, tensor specs, arguments, statistics.
+
+Everything here turns a live torch object into plain, JSON-safe, deterministic data:
+no memory addresses, no devices, floats rounded, so the same model gives the same text
+on every run and every device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .trace import Stats, TensorSpec
+
+#: Lists and tuples longer than this are written as ``<list of N>`` in node arguments.
+MAX_LISTED_ARGS = 16
+#: Significant digits kept of float arguments (``eps=1e-05``), so they print stably.
+ARG_FLOAT_DIGITS = 8
+#: How deep the tensors inside plain objects among the inputs and outputs are looked
+#: for (a Hugging Face cache holds its tensors two objects down).
+MAX_OBJECT_DEPTH = 4
+
+_DUNDER_INPLACE = {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow",
+                   "imatmul", "iand", "ior", "ixor", "ilshift", "irshift"}  # fmt: skip
+#: Device types: a string argument naming one (``x.to("cuda")``) is written ``<device>``.
+_DEVICE_TYPES = frozenset({"cpu", "cuda", "mps", "xpu", "meta", "hpu", "xla", "npu", "mtia", "ipu"})
+
+_op_names: dict[Any, str] = {}
+_dtype_names: dict[torch.dtype, str] = {}
+
+
+def op_name(func: Any) -> str:
+    """The function-level name of an intercepted callable, cached per callable."""
+    try:
+        return _op_names[func]
+    except (KeyError, TypeError):
+        pass
+    name = getattr(func, "__name__", None) or type(func).__name__
+    if name == "__get__":  # a Tensor property such as `.T` or `.real`
+        name = getattr(getattr(func, "__self__", None), "__name__", "get")
+    if name.startswith("__") and name.endswith("__") and len(name) > 4:
+        name = name[2:-2]
+        if name in _DUNDER_INPLACE:
+            name = name[1:] + "_"
+    name = name.removesuffix(".default")  # torch.ops.aten.add.default
+    try:
+        _op_names[func] = name
+    except TypeError:
+        pass
+    return name
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    name = _dtype_names.get(dtype)
+    if name is None:
+        name = _dtype_names[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
+def spec_of(tensor: Tensor) -> TensorSpec:
+    try:
+        shape = tuple(tensor.shape)
+    except (RuntimeError, TypeError):  # nested tensors have no plain shape
+        shape = ()
+    return TensorSpec(dtype_name(tensor.dtype), shape)
+
+
+def describe(value: Any) -> Any:
+    """A JSON-safe, device-free, deterministic description of a non-tensor argument."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, str):
+        return "<device>" if value.partition(":")[0] in _DEVICE_TYPES else value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float(f"{value:.{ARG_FLOAT_DIGITS}g}")
+        return str(value)
+    if isinstance(value, Tensor):
+        return "<tensor>"
+    if isinstance(value, (list, tuple)):
+        if len(value) > MAX_LISTED_ARGS:
+            return f"<{type(value).__name__} of {len(value)}>"
+        return [describe(item) for item in value]
+    if isinstance(value, slice):
+        parts = (value.start, value.stop) if value.step is None else (value.start, value.stop, value.step)
+        return ":".join("" if p is None else str(describe(p)) for p in parts)
+    if value is Ellipsis:
+        return "..."
+    if isinstance(value, torch.dtype):
+        return dtype_name(value)
+    if isinstance(value, torch.device):
+        return "<device>"  # devices stay out of the compared data
+    if isinstance(value, (torch.memory_format, torch.layout)):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, Mapping):
+        return {str(k): describe(v) for k, v in value.items()}
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__name__}.{value.name}"
+    if isinstance(value, numbers.Integral):  # numpy and other foreign scalars
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return describe(float(value))
+    return f"<{type(value).__name__}>"  # never repr(): it may hold an address or a device
+
+
+def compute_stats(tensor: Tensor) -> Stats:
+    """Statistics of a tensor's finite values, computed in float64."""
+    if tensor.numel() == 0 or tensor.is_meta:
+        return Stats(None, None, None, None, 0, 0)
+    values = tensor.detach()
+    if values.is_complex():
+        values = values.abs()
+    values = values.to(torch.float64)
+    finite = torch.isfinite(values)
+    nan = int(torch.isnan(values).sum())
+    finite_count = int(finite.sum())
+    inf = values.numel() - finite_count - nan
+    if finite_count == 0:
+        return Stats(None, None, None, None, nan, inf)
+    if finite_count < values.numel():
+        values = values[finite]
+    return Stats(
+        values.mean().item(),
+        values.std(correction=0).item(),
+        values.min().item(),
+        values.max().item(),
+        nan,
+        inf,
+    )
+
+
+def tensors_in(values: Any, out: list[Tensor]) -> list[Tensor]:
+    """The tensors in nested lists, tuples and dicts, in order (the handler's quick walk)."""
+    for value in values:
+        if isinstance(value, Tensor):
+            out.append(value)
+        elif isinstance(value, (list, tuple)):
+            tensors_in(value, out)
+        elif isinstance(value, dict):
+            tensors_in(value.values(), out)
+    return out
+
+
+def flatten(value: Any, path: str, out: list[tuple[str, Tensor]], depth: int = 0) -> Any:
+    """Collect the tensors of a nested value with their paths; return its description.
+
+    Handles tensors, tuples and lists (named tuples by field), mappings (Hugging Face
+    ``ModelOutput`` is one), dataclasses and, a few levels deep, the public attributes
+    of plain objects that hold tensors (a Hugging Face cache). Paths join keys with
+    dots: ``0.1``, ``logits``, ``past_key_values.layers.0.keys``.
+    """
+    join = (lambda key: f"{path}.{key}") if path else str
+    if isinstance(value, Tensor):
+        out.append((path, value))
+        return str(spec_of(value))
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {f: flatten(v, join(f), out, depth) for f, v in zip(value._fields, value)}
+    if isinstance(value, (list, tuple)):
+        return [flatten(v, join(i), out, depth) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        return {str(k): flatten(v, join(k), out, depth) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: flatten(getattr(value, f.name), join(f.name), out, depth)
+            for f in dataclasses.fields(value)
+        }
+    attributes = getattr(value, "__dict__", None)
+    if attributes and depth < MAX_OBJECT_DEPTH and not isinstance(value, (nn.Module, type)):
+        held = {}
+        for name, item in attributes.items():
+            found: list[tuple[str, Tensor]] = []
+            if not name.startswith("_"):
+                description = flatten(item, join(name), found, depth + 1)
+                if found:  # only what holds tensors: the rest is the object's bookkeeping
+                    held[name] = description
+                    out.extend(found)
+        if held:
+            return held
+    return describe(value)

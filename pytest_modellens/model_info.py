@@ -1,0 +1,125 @@
+"""The model's side of a trace: its inputs named, its modules tabled, its state put back."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
+
+from .describe import spec_of
+from .trace import ModuleInfo, ParamInfo
+
+
+class ModelState:
+    """What a forward pass may change and a trace must put back."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.training = [(m, m.training) for m in model.modules()]
+        # Native kernels (batch_norm's running statistics) write buffers without bumping
+        # their version counter, so every buffer is copied and put back.
+        # A lazy module's first forward makes its parameters: that change is expected.
+        self.buffers = [(b, b.detach().clone()) for b in model.buffers() if not is_lazy(b)]
+        self.params = [(p, p._version) for p in model.parameters() if not is_lazy(p)]
+        self.cpu_rng = torch.get_rng_state()
+        self.cuda_rng = (
+            torch.cuda.get_rng_state_all()
+            if torch.cuda.is_available() and torch.cuda.is_initialized()
+            else None
+        )
+
+    def restore(self, saved: dict[int, tuple[Tensor, Tensor]]) -> None:
+        with torch.no_grad():
+            for buf, copy in self.buffers:
+                buf.copy_(copy)
+            for tensor, copy in saved.values():
+                tensor.copy_(copy)
+        for module, training in self.training:
+            module.training = training
+        torch.set_rng_state(self.cpu_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+
+    def unrestorable(self, saved: dict[int, tuple[Tensor, Tensor]]) -> list[Tensor]:
+        """Parameters changed in place by code the tracer could not see (native ops)."""
+        return [p for p, version in self.params if p._version != version and id(p) not in saved]
+
+
+def bind_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Name the inputs after the forward's parameters (``x``, ``input_ids``), else by position.
+
+    ``*args`` are named by position and ``**kwargs`` by keyword, as if spelt out.
+    """
+    try:
+        bound = inspect.signature(model.forward).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        named = {str(i): a for i, a in enumerate(args)}
+        named.update(kwargs)
+        return named
+    named = {}
+    for name, value in bound.arguments.items():
+        kind = bound.signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            named.update((str(position), item) for position, item in enumerate(value, start=len(named)))
+        else:
+            named[name] = value
+    return named
+
+
+def parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, int]:
+    """Parameters under each module (a shared one once), by module id, in one walk of the tree."""
+    held: dict[int, dict[int, int]] = {}  # module id -> {parameter id: numel}
+
+    def collect(module: nn.Module) -> dict[int, int]:
+        found = held.get(id(module))
+        if found is None:
+            found = {id(p): p.numel() for p in module.parameters(recurse=False)}
+            for child in module.children():
+                found.update(collect(child))
+            held[id(module)] = found
+        return found
+
+    return {id(module): sum(collect(module).values()) for _, module in modules}
+
+
+def module_table(
+    model: nn.Module, *, foreign: list[tuple[str, nn.Module]], calls: dict[str, int]
+) -> tuple[ModuleInfo, ...]:
+    """Every module of the model, then those met outside its tree, with parameters and calls."""
+    rows = []
+    entries = list(model.named_modules())
+    entries += [(root, module) for root, module in foreign]
+    seen_foreign = {id(m) for _, m in foreign}
+    for root, module in foreign:
+        entries += [
+            (f"{root}.{sub}", m) for sub, m in module.named_modules() if sub and id(m) not in seen_foreign
+        ]
+    params = parameter_counts(entries)
+    for path, module in entries:
+        try:
+            config = module.extra_repr()
+        except Exception:  # noqa: BLE001 - a custom extra_repr that fails must not fail the trace
+            config = ""
+        rows.append(
+            ModuleInfo(
+                path=path,
+                class_name=type(module).__name__,
+                config=config,
+                params=params[id(module)],
+                calls=calls.get(path, 0),
+            )
+        )
+    return tuple(rows)
+
+
+def param_table(named: dict[int, tuple[str, Tensor]]) -> tuple[ParamInfo, ...]:
+    """The model's parameters and buffers, then those of modules met outside its tree."""
+    rows = []
+    for ref, tensor in named.values():
+        kind, _, name = ref.partition(":")
+        rows.append(ParamInfo(name, kind == "buffer", spec_of(tensor)))
+    return tuple(rows)
