@@ -7,7 +7,9 @@ Node kinds form a closed set (:class:`NodeKind`):
 
 - ``input``: a tensor passed to the model (``input:x``, ``input:batch.image``);
 - ``op``: one tensor operation (``encoder.layers.0/linear``, ``cell:3/add:2``);
-- ``condition``: Python branching on a tensor value (``if x.sum() > 0``), op ``bool``;
+- ``condition``: Python branching on a tensor value (``if x.sum() > 0``,
+  ``torch.equal(a, b)``), op ``bool``/``equal``/``allclose``/``is_nonzero``/``contains``;
+  its ``args`` say which way it went: ``{"result": true}``;
 - ``output``: a tensor the model returned (``output``, ``output:logits``).
 
 Node ids come from where an operation happens, never from a global counter, so a

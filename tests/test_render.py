@@ -150,6 +150,12 @@ def test_diff_picture_colours_added_removed_changed_and_unchanged(tmp_path: Path
     assert back["relu (removed)"][0] == {removed}
 
 
+def test_a_trace_diffed_with_itself_is_all_grey() -> None:
+    trace = pm.trace(Net(), X)
+    graph = render.diff_graph(compare(trace, trace))
+    assert {vertex.state for vertex in graph.vertices.values()} == {"same"}
+
+
 def test_big_diff_is_cropped_to_the_change(tmp_path: Path) -> None:
     x = torch.randn(2, 4)
     comparison = compare(pm.trace(Deep(30), x), pm.trace(Deep(30, changed=12), x))
