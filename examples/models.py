@@ -35,6 +35,17 @@ class NeuralNetwork(nn.Module):
 XOR_INPUTS = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float32)
 
 
+class NeuralNetworkWithReLU(NeuralNetwork):
+    """The reference network after a change under review: wider, and a ReLU before the output."""
+
+    def __init__(self) -> None:
+        super().__init__(hidden_size=5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.sigmoid(self.input_to_hidden(x))
+        return self.sigmoid(torch.relu(self.hidden_to_output(hidden)))
+
+
 class AlexNet(nn.Module):
     """AlexNet's layout (five convolutions, three pools, a dropout classifier) scaled down to 32x32 images."""
 

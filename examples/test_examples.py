@@ -10,7 +10,18 @@ on every run and every machine.
 
 import pytest
 import torch
-from models import XOR_INPUTS, AlexNet, LSTMLoop, NeuralNetwork, ResNet, TransformerClassifier, tiny_gpt2
+from models import (
+    XOR_INPUTS,
+    AlexNet,
+    LSTMLoop,
+    NeuralNetwork,
+    NeuralNetworkWithReLU,
+    ResNet,
+    TransformerClassifier,
+    tiny_gpt2,
+)
+
+import pytest_modellens as lens
 
 
 def test_reference_mlp(model_trace, snapshot):
@@ -50,3 +61,15 @@ def test_tiny_gpt2(model_trace, snapshot):
     net = tiny_gpt2()
     input_ids = torch.tensor([[12, 7, 45, 3, 88, 21]])
     assert model_trace(net, input_ids, use_cache=False) == snapshot
+
+
+def test_what_a_reviewer_sees_for_a_change(model_trace, lens_artifacts):
+    """What a failing snapshot reports, shown on purpose: the changes, and their picture."""
+    before = model_trace(NeuralNetwork(), XOR_INPUTS)
+    after = model_trace(NeuralNetworkWithReLU(), XOR_INPUTS)
+    changes = [" ".join(str(change).split()) for change in lens.diff(before, after)]
+    assert "+ relu relu float32[4, 1]" in changes
+    assert "~ sigmoid:2/sigmoid inputs hidden_to_output/linear -> relu" in changes
+    assert "~ input_to_hidden/linear shape float32[4, 4] -> float32[4, 5]" in changes
+    picture = lens.render_diff(before, after, str(lens_artifacts / "examples" / "reference-change.diff.svg"))
+    assert "#" in open(picture).read()  # drawn, with colours

@@ -35,6 +35,7 @@ __all__ = [
     "TraceError",
     "diff",
     "loads",
+    "render_diff",
     "trace",
 ]
 
@@ -58,6 +59,17 @@ def diff(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None = No
     from .differ import diff as _diff
 
     return _diff(old, new, tolerance=tolerance)
+
+
+def render_diff(old: Trace | str, new: Trace | str, path: str, **options: Any) -> str:
+    """Draw the changes from ``old`` to ``new`` to ``path`` (``.svg``, ``.png`` or ``.gv``).
+
+    Added nodes are green, removed red, changed orange, the rest grey; big graphs are
+    cropped to the neighbourhood of the changes. Returns the file written.
+    """
+    from .render import render_diff as _render_diff
+
+    return _render_diff(old, new, path, **options)
 
 
 def __getattr__(name: str) -> Any:

@@ -207,6 +207,14 @@ def model_trace(request: pytest.FixtureRequest) -> Iterator[Callable[..., Trace]
         yield model_trace
 
 
+@pytest.fixture
+def lens_artifacts(request: pytest.FixtureRequest) -> Path:
+    """The artifacts directory (``--lens-artifacts``), created: a place for pictures of your own."""
+    path = request.config.stash[settings_key].artifacts_dir
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any) -> Any:
     result = yield

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Refreshes the pictures README.md shows, from a run of the examples suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/examples.sh -q
+cp lens-artifacts/examples/test_examples.py--test_reference_mlp.model.svg docs/model-picture.svg
+cp lens-artifacts/examples/reference-change.diff.svg docs/diff-picture.svg
