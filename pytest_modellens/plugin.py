@@ -234,12 +234,13 @@ class _ArtifactLog:
     """Collects the pictures named in test reports, on the xdist controller too."""
 
     def __init__(self) -> None:
-        self.artifacts: list[tuple[str, str]] = []
+        # Keyed, because the call and teardown reports of a test carry the same properties.
+        self.artifacts: dict[tuple[str, str], None] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == ARTIFACT_PROPERTY:
-                self.artifacts.append((report.nodeid, str(value)))
+                self.artifacts[report.nodeid, str(value)] = None
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.artifacts:

@@ -86,6 +86,7 @@ def test_the_message_names_each_change_and_the_picture_shows_it(suite: pytest.Py
         ]
     )
     result.stdout.fnmatch_lines(["*= model diffs =*", f"test_models.py::test_net: {PICTURE}"])
+    assert result.stdout.str().count(f"test_models.py::test_net: {PICTURE}") == 1
     svg = suite.path / PICTURE
     assert fill_of(svg, "hidden_to_output/relu") == {COLORS["added"][1]}
     assert fill_of(svg, "hidden_to_output/linear") == {COLORS["changed"][1]}
