@@ -5,30 +5,15 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from reference import SOURCE
 
-#: The reference network of the TorchLens tutorial, sized by environment variables so a
-#: pytester run can change the model between runs without editing the test file.
+#: A test of the reference network, sized by an environment variable so a pytester run
+#: can change the model between runs without editing the test file.
 REFERENCE_TEST = textwrap.dedent(
     """
     import os
 
-    import torch
-    from torch import nn
-
-
-    class NeuralNetwork(nn.Module):
-        def __init__(self, input_size=2, hidden_size=4, output_size=1):
-            super().__init__()
-            self.input_to_hidden = nn.Linear(input_size, hidden_size)
-            self.hidden_to_output = nn.Linear(hidden_size, output_size)
-            self.sigmoid = nn.Sigmoid()
-
-        def forward(self, x):
-            hidden = self.sigmoid(self.input_to_hidden(x))
-            return self.sigmoid(self.hidden_to_output(hidden))
-
-
-    X = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float32)
+    from reference import X, NeuralNetwork
 
 
     def test_reference(model_trace, snapshot):
@@ -41,7 +26,7 @@ REFERENCE_TEST = textwrap.dedent(
 @pytest.fixture
 def reference_suite(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester directory holding the reference-network test as ``test_net.py``."""
-    pytester.makepyfile(test_net=REFERENCE_TEST)
+    pytester.makepyfile(reference=SOURCE, test_net=REFERENCE_TEST)
     return pytester
 
 

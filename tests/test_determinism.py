@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -13,26 +14,17 @@ from torch import nn
 import pytest_modellens as lens
 
 DUMP_SCRIPT = textwrap.dedent(
-    """
+    f"""
     import sys
     import torch
-    from torch import nn
     import pytest_modellens as lens
 
-    class NeuralNetwork(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.input_to_hidden = nn.Linear(2, 4)
-            self.hidden_to_output = nn.Linear(4, 1)
-            self.sigmoid = nn.Sigmoid()
-
-        def forward(self, x):
-            return self.sigmoid(self.hidden_to_output(self.sigmoid(self.input_to_hidden(x))))
+    sys.path.insert(0, {str(Path(__file__).parent)!r})
+    from reference import X, NeuralNetwork
 
     torch.manual_seed(0)
-    x = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float32)
     net = NeuralNetwork()
-    sys.stdout.write(lens.trace(net, x).dumps() + lens.trace(net, x, stats=True).dumps())
+    sys.stdout.write(lens.trace(net, X).dumps() + lens.trace(net, X, stats=True).dumps())
     """
 )
 

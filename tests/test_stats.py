@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import SOURCE
 from torch import nn
 
 import pytest_modellens as lens
@@ -17,22 +18,7 @@ STATS_TEST = textwrap.dedent(
     import os
 
     import torch
-    from torch import nn
-
-
-    class NeuralNetwork(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.input_to_hidden = nn.Linear(2, 4)
-            self.hidden_to_output = nn.Linear(4, 1)
-            self.sigmoid = nn.Sigmoid()
-
-        def forward(self, x):
-            hidden = self.sigmoid(self.input_to_hidden(x))
-            return self.sigmoid(self.hidden_to_output(hidden))
-
-
-    X = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float32)
+    from reference import X, NeuralNetwork
 
 
     def test_reference(model_trace, snapshot):
@@ -49,7 +35,7 @@ SNAPSHOT = Path("__snapshots__/test_net/test_reference.lens.json")
 
 @pytest.fixture
 def stats_suite(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(test_net=STATS_TEST)
+    pytester.makepyfile(reference=SOURCE, test_net=STATS_TEST)
     assert pytester.runpytest("--lens-update").ret == 0
     return pytester
 

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import NeuralNetwork, X
 from torch import nn
 from torch.nn.modules import module as torch_module
 
 import pytest_modellens as lens
-
-
-class NeuralNetwork(nn.Module):
-    def __init__(self, input_size: int = 2, hidden_size: int = 4, output_size: int = 1) -> None:
-        super().__init__()
-        self.input_to_hidden = nn.Linear(input_size, hidden_size)
-        self.hidden_to_output = nn.Linear(hidden_size, output_size)
-        self.sigmoid = nn.Sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.sigmoid(self.input_to_hidden(x))
-        return self.sigmoid(self.hidden_to_output(hidden))
-
-
-X = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float32)
 
 
 def test_the_reference_log_reads_like_torchlens() -> None:
