@@ -170,6 +170,7 @@ def _paired_ratio(entry: _Timed, forward: _Timed) -> float | None:
 
 
 def time_model(name: str, *, repeats: int, compare: bool) -> dict[str, Any]:
+    load = round(os.getloadavg()[0], 2)
     model, args = build(name)
     methods = ["forward", "modellens"]
     if compare and _installed("torchview"):
@@ -190,7 +191,7 @@ def time_model(name: str, *, repeats: int, compare: bool) -> dict[str, Any]:
             _unwrap_torchlens()
         timed["torchlens"], baselines["torchlens"] = block["torchlens"], block["forward"]
 
-    row: dict[str, Any] = {"model": name, "description": MODELS[name][0]}
+    row: dict[str, Any] = {"model": name, "description": MODELS[name][0], "load_average": load}
     row["nodes"] = len(pytest_modellens.trace(model, *args).nodes)
     for method in METHODS:
         entry = timed.get(method)
@@ -201,7 +202,7 @@ def time_model(name: str, *, repeats: int, compare: bool) -> dict[str, Any]:
             "median_s": entry.median,
             "ratio": _paired_ratio(entry, baselines[method]),
             "first_s": entry.first_s,
-            "samples": len(entry.samples),
+            "samples_s": entry.samples,
             "loops": entry.loops,
             "error": entry.error,
         }
@@ -212,12 +213,11 @@ def time_model(name: str, *, repeats: int, compare: bool) -> dict[str, Any]:
 
 
 def _diff_picture_function() -> tuple[Callable[..., Any] | None, str]:
-    """``render_diff(old, new, path)`` of the package, if it has one yet."""
-    try:
-        from pytest_modellens.render import render_diff
-    except ImportError as error:
-        return None, f"pytest_modellens.render.render_diff is not there yet ({error})"
-    return render_diff, "pytest_modellens.render.render_diff"
+    """``pytest_modellens.render_diff(old, new, path)``, if the package has it yet."""
+    picture = getattr(pytest_modellens, "render_diff", None)
+    if picture is None:
+        return None, "pytest_modellens.render_diff is not there yet"
+    return picture, "pytest_modellens.render_diff"
 
 
 def time_snapshot_work(*, repeats: int) -> dict[str, Any]:
@@ -426,7 +426,7 @@ def format_table(results: dict[str, Any]) -> str:
         )
         for key, label in (
             ("diff", "diff against a copy with one block inserted (`pytest_modellens.diff` on the texts)"),
-            ("diff_and_picture", "diff + SVG picture of it (`render.render_diff` on the texts)"),
+            ("diff_and_picture", "diff + SVG picture of it (`pytest_modellens.render_diff` on the texts)"),
         ):
             entry = snap.get(key, {})
             lines.append(f"| {label} | {entry.get('error') or _ms(entry.get('median_s'))} |")
@@ -529,8 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 3 if options.quick else options.repeats
     if os.getloadavg()[0] > BUSY_LOAD:
         print(
-            f"warning: load average {os.getloadavg()[0]:.2f} before the start: something else is "
-            "running, and the timings will be noisy",
+            f"warning: load average {os.getloadavg()[0]:.2f} at the start: the machine has been busy "
+            "in the last minute, so the timings may be noisy",
             file=sys.stderr,
         )
     names = [n.strip() for n in options.models.split(",") if n.strip()]

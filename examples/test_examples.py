@@ -8,6 +8,8 @@ Run it with ``bash scripts/examples.sh`` (which also draws every model into
 on every run and every machine.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 from models import (
@@ -72,4 +74,4 @@ def test_what_a_reviewer_sees_for_a_change(model_trace, lens_artifacts):
     assert "~ sigmoid:2/sigmoid inputs hidden_to_output/linear -> relu" in changes
     assert "~ input_to_hidden/linear shape float32[4, 4] -> float32[4, 5]" in changes
     picture = lens.render_diff(before, after, str(lens_artifacts / "examples" / "reference-change.diff.svg"))
-    assert "#" in open(picture).read()  # drawn, with colours
+    assert 'fill="#' in Path(picture).read_text()  # drawn, with colours

@@ -45,11 +45,15 @@ def _out(specs: tuple[TensorSpec, ...]) -> str | list[str]:
     return str(specs[0]) if len(specs) == 1 else [str(s) for s in specs]
 
 
+_OPS = frozenset({NodeKind.OP, NodeKind.CONDITION})
+
+
 def _node_data(node: Node) -> dict[str, Any]:
     entry: dict[str, Any] = {}
-    if node.kind is not NodeKind.OP:
-        entry["kind"] = node.kind.value
-    if node.kind in (NodeKind.OP, NodeKind.CONDITION):
+    kind = node.kind
+    if kind is not NodeKind.OP:
+        entry["kind"] = kind.value
+    if kind in _OPS:
         entry["op"] = node.op
     if node.inputs:
         entry["in"] = list(node.inputs)
@@ -69,6 +73,7 @@ def _stats_data(stats: Stats) -> dict[str, Any]:
 
 def to_data(trace: Trace) -> dict[str, Any]:
     """The canonical plain-data form of a trace (what the snapshot file holds)."""
+    passes = trace.passes  # walks every node: once, not again for `recurrent`
     summary = {
         "model": trace.model,
         "inputs": trace.inputs,
@@ -80,8 +85,8 @@ def to_data(trace: Trace) -> dict[str, Any]:
         "param_bytes": trace.param_bytes,
         "param_ops": trace.param_op_count,
         "modules": max(len(trace.modules) - 1, 0),
-        "recurrent": trace.recurrent,
-        "passes": trace.passes,
+        "recurrent": passes > 1,
+        "passes": passes,
         "branching": trace.branching,
         "conditional": trace.conditional,
     }
@@ -113,8 +118,9 @@ def to_data(trace: Trace) -> dict[str, Any]:
 # -- data <-> text ---------------------------------------------------------------------
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+#: One encoder for every value: ``json.dumps`` with options builds a new encoder per call,
+#: which is most of the cost of a one-line value.
+_json = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 
 
 def format_data(data: dict[str, Any]) -> str:
@@ -122,7 +128,8 @@ def format_data(data: dict[str, Any]) -> str:
     sections = []
     for key, value in data.items():
         if isinstance(value, dict) and value:
-            lines = ",\n".join(f"    {_json(k)}: {_json(v)}" for k, v in value.items())
+            # '{"key": value}' less its braces is the line: one encoder call per entry.
+            lines = ",\n".join(f"    {_json({k: v})[1:-1]}" for k, v in value.items())
             sections.append(f"  {_json(key)}: {{\n{lines}\n  }}")
         else:
             sections.append(f"  {_json(key)}: {_json(value)}")

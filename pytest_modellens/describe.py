@@ -64,12 +64,27 @@ def dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
+#: TensorSpecs by (dtype, shape): a forward makes few distinct ones, and looking one up
+#: costs a fraction of building the frozen dataclass again for every output.
+_specs: dict[tuple[torch.dtype, tuple[int, ...]], TensorSpec] = {}
+MAX_CACHED_SPECS = 4096
+
+
 def spec_of(tensor: Tensor) -> TensorSpec:
     try:
-        shape = tuple(tensor.shape)
+        shape = tensor.shape
     except (RuntimeError, TypeError):  # nested tensors have no plain shape
-        shape = ()
-    return TensorSpec(dtype_name(tensor.dtype), shape)
+        return TensorSpec(dtype_name(tensor.dtype), ())
+    key = (tensor.dtype, shape)  # torch.Size is a tuple, so it hashes
+    try:
+        return _specs[key]
+    except KeyError:
+        spec = TensorSpec(dtype_name(tensor.dtype), tuple(shape))
+        if len(_specs) < MAX_CACHED_SPECS:
+            _specs[key] = spec
+        return spec
+    except TypeError:  # symbolic sizes do not hash
+        return TensorSpec(dtype_name(tensor.dtype), tuple(shape))
 
 
 def describe(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,16 +14,58 @@ from .describe import spec_of
 from .trace import ModuleInfo, ParamInfo
 
 
+@dataclass(frozen=True, slots=True)
+class ModuleTree:
+    """One walk of a module tree, with the order and names torch's own walks give.
+
+    ``paths`` holds every path of every module (a shared module at each of its paths),
+    ``modules`` each module once under its first path (``named_modules()``), and
+    ``params``/``buffers`` each tensor once under its first name (``named_parameters()``,
+    ``named_buffers()``). A trace asks these questions before the forward; one walk for
+    all of them instead of one walk each is most of its fixed cost on a small model.
+    """
+
+    paths: list[tuple[str, nn.Module]]
+    modules: list[tuple[str, nn.Module]]
+    params: list[tuple[str, Tensor]]
+    buffers: list[tuple[str, Tensor]]
+
+    @classmethod
+    def of(cls, root: nn.Module, prefix: str = "") -> ModuleTree:
+        paths = list(root.named_modules(remove_duplicate=False, prefix=prefix))
+        modules: list[tuple[str, nn.Module]] = []
+        params: list[tuple[str, Tensor]] = []
+        buffers: list[tuple[str, Tensor]] = []
+        seen_modules: set[int] = set()
+        seen_params: set[int] = set()
+        seen_buffers: set[int] = set()
+        for path, module in paths:
+            if id(module) in seen_modules:
+                continue
+            seen_modules.add(id(module))
+            modules.append((path, module))
+            dot = f"{path}." if path else ""
+            for table, found, seen in (
+                (module._parameters, params, seen_params),
+                (module._buffers, buffers, seen_buffers),
+            ):
+                for name, tensor in table.items():
+                    if tensor is not None and id(tensor) not in seen:
+                        seen.add(id(tensor))
+                        found.append((dot + name, tensor))
+        return cls(paths, modules, params, buffers)
+
+
 class ModelState:
     """What a forward pass may change and a trace must put back."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.training = [(m, m.training) for m in model.modules()]
+    def __init__(self, tree: ModuleTree) -> None:
+        self.training = [(m, m.training) for _, m in tree.modules]
         # Native kernels (batch_norm's running statistics) write buffers without bumping
         # their version counter, so every buffer is copied and put back.
         # A lazy module's first forward makes its parameters: that change is expected.
-        self.buffers = [(b, b.detach().clone()) for b in model.buffers() if not is_lazy(b)]
-        self.params = [(p, p._version) for p in model.parameters() if not is_lazy(p)]
+        self.buffers = [(b, b.detach().clone()) for _, b in tree.buffers if not is_lazy(b)]
+        self.params = [(p, p._version) for _, p in tree.params if not is_lazy(p)]
         self.cpu_rng = torch.get_rng_state()
         self.cuda_rng = (
             torch.cuda.get_rng_state_all()
@@ -37,7 +80,8 @@ class ModelState:
             for tensor, copy in saved.values():
                 tensor.copy_(copy)
         for module, training in self.training:
-            module.training = training
+            if module.training is not training:  # nn.Module.__setattr__ is slow: skip the no-ops
+                module.training = training
         torch.set_rng_state(self.cpu_rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)

@@ -54,7 +54,7 @@ from torch.overrides import TorchFunctionMode, handle_torch_function
 
 from .describe import compute_stats, describe, flatten, op_name, spec_of, tensors_in
 from .errors import TraceError
-from .model_info import ModelState, bind_inputs, module_table, param_table
+from .model_info import ModelState, ModuleTree, bind_inputs, module_table, param_table
 from .trace import Node, NodeKind, Stats, Tolerance, Trace
 
 #: Operations that turn tensor values into a Python bool: the forward branches on data.
@@ -76,11 +76,11 @@ _function_ops: dict[type, Callable[..., Any]] = {}
 class _Recorder(TorchFunctionMode):
     """Records operations while active; one instance per call of :func:`trace`."""
 
-    def __init__(self, model: nn.Module, *, stats: bool) -> None:
+    def __init__(self, tree: ModuleTree, *, stats: bool) -> None:
         super().__init__()
         self.stats = stats
         self.module_paths: dict[int, str] = {}
-        for path, module in model.named_modules(remove_duplicate=False):
+        for path, module in tree.paths:
             self.module_paths.setdefault(id(module), path)
         self.foreign: list[tuple[str, nn.Module]] = []
         self.foreign_names: dict[str, int] = {}
@@ -89,7 +89,7 @@ class _Recorder(TorchFunctionMode):
         #: operations, inputs, and (named once, up front) parameters and buffers.
         self.producers: dict[int, tuple[weakref.ref[Tensor], str]] = {}
         self.named: dict[int, tuple[str, Tensor]] = {}
-        self._name_tensors(model, "")
+        self._name_tensors(tree)
         #: Tensors an in-place operation may not leave changed: parameters and inputs.
         self.protected = {
             key
@@ -103,10 +103,10 @@ class _Recorder(TorchFunctionMode):
         self.op_counts: dict[tuple[str, str], int] = {}
         self.nodes: list[Node] = []
 
-    def _name_tensors(self, module: nn.Module, prefix: str) -> None:
+    def _name_tensors(self, tree: ModuleTree) -> None:
         """Name parameters and buffers (a shared one once, under its first name)."""
-        params = [(f"param:{name}", p) for name, p in module.named_parameters(prefix=prefix)]
-        buffers = [(f"buffer:{name}", b) for name, b in module.named_buffers(prefix=prefix)]
+        params = [(f"param:{name}", p) for name, p in tree.params]
+        buffers = [(f"buffer:{name}", b) for name, b in tree.buffers]
         for ref, tensor in params + buffers:
             if id(tensor) not in self.named:
                 self.named[id(tensor)] = (ref, tensor)
@@ -147,9 +147,10 @@ class _Recorder(TorchFunctionMode):
             taken = self.foreign_names[class_name] = self.foreign_names.get(class_name, 0) + 1
             root = f"<{class_name}>" if taken == 1 else f"<{class_name}#{taken}>"
             self.foreign.append((root, module))
-            for sub, child in module.named_modules(remove_duplicate=False):
-                self.module_paths.setdefault(id(child), f"{root}.{sub}" if sub else root)
-            self._name_tensors(module, root)
+            tree = ModuleTree.of(module, root)
+            for child_path, child in tree.paths:
+                self.module_paths.setdefault(id(child), child_path)
+            self._name_tensors(tree)
             path = self.module_paths[id(module)]
         return path
 
@@ -210,7 +211,7 @@ class _Recorder(TorchFunctionMode):
 
     def add_node(self, node: Node, tensors: list[Tensor]) -> None:
         self.nodes.append(node)
-        for tensor, ref in zip(tensors, node.refs):
+        for tensor, ref in zip(tensors, (node.node_id,) if len(tensors) == 1 else node.refs):
             try:
                 self.producers[id(tensor)] = (weakref.ref(tensor), ref)
             except TypeError:  # a tensor type without weak references: track nothing
@@ -393,15 +394,16 @@ def trace(
     named_inputs = bind_inputs(model, args, kwargs)
     input_tensors: list[tuple[str, Tensor]] = []
     inputs_desc = flatten(named_inputs, "", input_tensors)
-    if stats and (any(t.is_meta for _, t in input_tensors) or any(p.is_meta for p in model.parameters())):
+    tree = ModuleTree.of(model)
+    if stats and (any(t.is_meta for _, t in input_tensors) or any(p.is_meta for _, p in tree.params)):
         raise TraceError(
             f"statistics need tensor values, but {type(model).__name__} or its inputs are on "
             "the meta device; trace it without stats=True (structure only), or build it on a real device"
         )
 
-    recorder = _Recorder(model, stats=stats)
+    recorder = _Recorder(tree, stats=stats)
     recorder.add_inputs(input_tensors)
-    state = ModelState(model)
+    state = ModelState(tree)
     with _tracing(recorder, state):
         try:
             with recorder:
