@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from .report import ARTIFACT_PROPERTY
 from .trace import Tolerance, Trace
 
-ARTIFACT_PROPERTY = "lens_artifact"
 PICTURE_FORMATS = ("svg", "png")
 
 

@@ -16,13 +16,13 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from .changes import Change, ChangeKind
 from .errors import RenderError, SnapshotFormatError
 from .trace import Trace
 
 if TYPE_CHECKING:
-    import pytest
-
     from .differ import Comparison
     from .plugin import Settings
 
@@ -31,6 +31,11 @@ MAX_CHANGES = 12
 #: Widest subject column before lines stop being aligned.
 MAX_SUBJECT = 40
 ACCEPT = "accept with: pytest --lens-update"
+#: The junit-xml property (and "model diffs" summary entry) naming a picture.
+ARTIFACT_PROPERTY = "lens_artifact"
+#: How many diff and model pictures a test has drawn so far, for their file names.
+_diffs_drawn = pytest.StashKey[int]()
+_models_drawn = pytest.StashKey[int]()
 
 
 def artifact_path(item: pytest.Item | None, settings: Settings, *, index: int, suffix: str) -> Path:
@@ -137,18 +142,16 @@ def change_lines(changes: list[Change], *, limit: int = MAX_CHANGES) -> list[str
 
 def _record(item: pytest.Item | None, path: str | Path) -> str:
     """Name an artifact in the junit-xml properties (and the "model diffs" summary)."""
-    from .plugin import ARTIFACT_PROPERTY
-
     shown = _display(path)
     if item is not None:
         item.user_properties.append((ARTIFACT_PROPERTY, shown))
     return shown
 
 
-def _next_index(item: pytest.Item | None, counter: str) -> int:
-    count = getattr(item, counter, 0)
-    if item is not None:
-        setattr(item, counter, count + 1)
+def _next_index(item: pytest.Item | None, counter: pytest.StashKey[int]) -> int:
+    if item is None:
+        return 0
+    count = item.stash[counter] = item.stash.get(counter, -1) + 1
     return count
 
 
@@ -156,7 +159,7 @@ def _draw_diff(item: pytest.Item | None, comparison: Comparison, settings: Setti
     """Write the diff picture of one failed assertion; the message line that names it."""
     from .render import render_diff
 
-    index = _next_index(item, "_lens_diffs")
+    index = _next_index(item, _diffs_drawn)
     path = artifact_path(item, settings, index=index, suffix=settings.picture_format)
     try:
         written = render_diff(comparison.old, comparison.new, path, comparison=comparison)
@@ -219,13 +222,11 @@ def draw_model_picture(item: pytest.Item, trace: Trace, settings: Settings) -> P
     """
     from .render import render_trace
 
-    index = _next_index(item, "_lens_pictures")
+    index = _next_index(item, _models_drawn)
     path = artifact_path(item, settings, index=index, suffix=f"model.{settings.picture_format}")
     try:
         written = Path(render_trace(trace, path))
     except Exception as error:  # noqa: BLE001 - a picture is a by-product; the test goes on
-        import pytest
-
         item.warn(pytest.PytestWarning(f"model picture not drawn: {error}"))
         return None
     return written
