@@ -202,7 +202,7 @@ def model_trace(request: pytest.FixtureRequest) -> Iterator[Callable[..., Trace]
             draw_model_picture(request.node, result, settings)
         return result
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng():  # CPU and every CUDA device: manual_seed seeds them all
         torch.manual_seed(settings.seed)
         yield model_trace
 
