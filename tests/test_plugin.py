@@ -127,7 +127,14 @@ def test_the_whole_cycle_under_xdist(pytester: pytest.Pytester, monkeypatch: pyt
     result = pytester.runpytest_subprocess("-n", "2", "--lens-update")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*4 snapshots generated*"])
-    assert len(list(pytester.path.glob("__snapshots__/test_many/*.lens.json"))) == 4
+    written = {p.name: p.read_bytes() for p in pytester.path.glob("__snapshots__/test_many/*.lens.json")}
+    assert len(written) == 4
+
+    # The bytes a worker writes are the bytes a plain run writes.
+    for name in written:
+        (pytester.path / "__snapshots__/test_many" / name).unlink()
+    assert pytester.runpytest_subprocess("--lens-update").ret == 0
+    assert {p.name: p.read_bytes() for p in pytester.path.glob("__snapshots__/test_many/*.lens.json")} == written
 
     result = pytester.runpytest_subprocess("-n", "2")
     assert result.ret == 0
