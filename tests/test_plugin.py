@@ -134,7 +134,9 @@ def test_the_whole_cycle_under_xdist(pytester: pytest.Pytester, monkeypatch: pyt
     for name in written:
         (pytester.path / "__snapshots__/test_many" / name).unlink()
     assert pytester.runpytest_subprocess("--lens-update").ret == 0
-    assert {p.name: p.read_bytes() for p in pytester.path.glob("__snapshots__/test_many/*.lens.json")} == written
+    assert {
+        p.name: p.read_bytes() for p in pytester.path.glob("__snapshots__/test_many/*.lens.json")
+    } == written
 
     result = pytester.runpytest_subprocess("-n", "2")
     assert result.ret == 0
