@@ -45,15 +45,12 @@ def _out(specs: tuple[TensorSpec, ...]) -> str | list[str]:
     return str(specs[0]) if len(specs) == 1 else [str(s) for s in specs]
 
 
-_OPS = frozenset({NodeKind.OP, NodeKind.CONDITION})
-
-
 def _node_data(node: Node) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     kind = node.kind
     if kind is not NodeKind.OP:
         entry["kind"] = kind.value
-    if kind in _OPS:
+    if kind.in_forward:
         entry["op"] = node.op
     if node.inputs:
         entry["in"] = list(node.inputs)

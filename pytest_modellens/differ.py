@@ -316,7 +316,7 @@ def compare(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None =
     """Match ``old`` with ``new`` and list the changes; the renderer draws from the result."""
     old_trace, new_trace = _as_trace(old, "old snapshot"), _as_trace(new, "new snapshot")
     if tolerance is None:
-        tolerance = new.tolerance if isinstance(new, Trace) else old_trace.tolerance
+        tolerance = new_trace.tolerance
     matching = match(old_trace, new_trace)
     old_data, new_data = to_data(old_trace), to_data(new_trace)
     before, after = _views(old_data, new_data, matching)

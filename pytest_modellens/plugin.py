@@ -188,12 +188,13 @@ def model_trace(request: pytest.FixtureRequest) -> Iterator[Callable[..., Trace]
         **kwargs: Any,
     ) -> Trace:
         __tracebackhide__ = True
+        tolerance = settings.tolerance.overridden(rtol=rtol, atol=atol)
         result = trace(
             model,
             *args,
             stats=settings.stats if stats is None else stats,
-            rtol=settings.tolerance.rtol if rtol is None else rtol,
-            atol=settings.tolerance.atol if atol is None else atol,
+            rtol=tolerance.rtol,
+            atol=tolerance.atol,
             **kwargs,
         )
         if settings.pictures:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .trace import NodeKind, Trace
+from .trace import Trace
 
 
 def _bytes(count: int) -> str:
@@ -27,7 +27,7 @@ def layer_labels(trace: Trace) -> dict[str, str]:
     per_op: Counter[str] = Counter()
     step = 0
     for node in trace.nodes:
-        if node.kind is NodeKind.OP or node.kind is NodeKind.CONDITION:
+        if node.kind.in_forward:
             step += 1
             per_op[node.op] += 1
             labels[node.node_id] = f"{node.op}_{per_op[node.op]}_{step}"

@@ -19,7 +19,7 @@ change in one place of a model changes the ids of that place only (see DESIGN.md
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,11 @@ class NodeKind(str, Enum):
     OP = "op"
     CONDITION = "condition"
     OUTPUT = "output"
+
+    @property
+    def in_forward(self) -> bool:
+        """Whether nodes of this kind happen inside the forward (ops and conditions), in a scope."""
+        return self is NodeKind.OP or self is NodeKind.CONDITION
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,10 @@ class Tolerance:
                     f"{name!r} must be a non-negative number (got {value!r} that is a {type(value).__name__})"
                 )
 
+    def overridden(self, *, rtol: float | None = None, atol: float | None = None) -> Tolerance:
+        """This tolerance with the values given instead of its own (None keeps its own)."""
+        return Tolerance(self.rtol if rtol is None else rtol, self.atol if atol is None else atol)
+
     def close(self, old: float | None, new: float | None) -> bool:
         if old is None or new is None:
             return old is new
@@ -141,7 +150,7 @@ class Node:
     @property
     def scope(self) -> str:
         """Module path and call (``cell:3``) of an op or condition; ``""`` at the root."""
-        if self.kind in (NodeKind.OP, NodeKind.CONDITION):
+        if self.kind.in_forward:
             return self.node_id.rpartition("/")[0]
         return ""
 
@@ -235,11 +244,11 @@ class Trace:
         A parameter-free module called twice (one ``nn.Sigmoid`` used after two layers)
         is not recurrence; a cell whose weights run on every step of a loop is.
         """
-        groups = Counter(
-            (node.op, tuple(sorted(r for r in node.inputs if r.startswith("param:"))))
-            for node in self.op_nodes
-            if any(r.startswith("param:") for r in node.inputs)
-        )
+        groups: Counter[tuple[str, tuple[str, ...]]] = Counter()
+        for node in self.op_nodes:
+            params = tuple(sorted(r for r in node.inputs if r.startswith("param:")))
+            if params:
+                groups[node.op, params] += 1
         return max(groups.values(), default=1)
 
     @property
@@ -311,10 +320,7 @@ class Trace:
         return diff(self, other)
 
     def with_tolerance(self, tolerance: Tolerance) -> Trace:
-        return Trace(
-            self.model, self.inputs, self.outputs, self.nodes, self.modules, self.params,
-            tolerance,
-        )  # fmt: skip
+        return replace(self, tolerance=tolerance)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Trace):

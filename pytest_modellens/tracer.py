@@ -198,16 +198,17 @@ class _Recorder(TorchFunctionMode):
 
     # -- tensors ---------------------------------------------------------------------
 
-    def known(self, tensor: Tensor) -> bool:
+    def _producer(self, tensor: Tensor) -> str | None:
+        """The reference bound to this very tensor (its id alone may be a dead tensor's)."""
         entry = self.producers.get(id(tensor))
-        return entry is not None and entry[0]() is tensor
+        return entry[1] if entry is not None and entry[0]() is tensor else None
+
+    def known(self, tensor: Tensor) -> bool:
+        return self._producer(tensor) is not None
 
     def ref(self, tensor: Tensor) -> str:
         """How a node names a tensor it reads: its producer's id, ``param:``/``buffer:`` or ``const:``."""
-        entry = self.producers.get(id(tensor))
-        if entry is not None and entry[0]() is tensor:
-            return entry[1]
-        return f"const:{spec_of(tensor)}"
+        return self._producer(tensor) or f"const:{spec_of(tensor)}"
 
     def add_node(self, node: Node, tensors: list[Tensor]) -> None:
         self.nodes.append(node)
@@ -231,9 +232,8 @@ class _Recorder(TorchFunctionMode):
         self, op: str, inputs: list[str], described: list[tuple[str, Any]], outputs: list[Tensor]
     ) -> None:
         specs = (spec_of(outputs[0]),) if len(outputs) == 1 else tuple(map(spec_of, outputs))
-        stats: tuple[Stats | None, ...] = ()
-        if self.stats:  # the values of `torch.empty` are whatever the memory held
-            stats = (None,) * len(outputs) if op in _UNINITIALIZED_OPS else tuple(map(compute_stats, outputs))
+        # The values of `torch.empty` are whatever the memory held: no statistics of those.
+        stats = (None,) * len(outputs) if self.stats and op in _UNINITIALIZED_OPS else self.stats_of(outputs)
         node = Node(self.new_id(op), NodeKind.OP, op, tuple(inputs), tuple(described), specs, stats)
         self.add_node(node, outputs)
 
@@ -387,10 +387,7 @@ def trace(
             "wrap a plain function in an nn.Module whose forward calls it"
         )
     model = _unwrap(model)
-    defaults = Tolerance()
-    tolerance = Tolerance(
-        rtol=defaults.rtol if rtol is None else rtol, atol=defaults.atol if atol is None else atol
-    )
+    tolerance = Tolerance().overridden(rtol=rtol, atol=atol)
     named_inputs = bind_inputs(model, args, kwargs)
     input_tensors: list[tuple[str, Tensor]] = []
     inputs_desc = flatten(named_inputs, "", input_tensors)
@@ -411,7 +408,7 @@ def trace(
             # Before anything is put back: an output may be an input written in place.
             outputs_desc = recorder.add_outputs(result)
         except Exception as error:
-            ops = [node.node_id for node in recorder.nodes if node.kind in (NodeKind.OP, NodeKind.CONDITION)]
+            ops = [node.node_id for node in recorder.nodes if node.kind.in_forward]
             where = f"last operation traced: {ops[-1]}" if ops else "before its first operation"
             raise TraceError(
                 f"the forward pass of {type(model).__name__} raised {type(error).__name__}: {error} "

@@ -159,6 +159,18 @@ def test_bad_option_values_are_usage_errors(reference_suite: pytest.Pytester) ->
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*ini key 'lens_atol'*must be a non-negative number (got 'tiny')*"])
 
+    reference_suite.makeini("[pytest]\nlens_seed = abc\n")
+    result = reference_suite.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini key 'lens_seed' has a bad value 'abc'*"])
+
+    reference_suite.makeini("[pytest]\nlens_picture_format = gif\n")
+    result = reference_suite.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*ini key 'lens_picture_format' has a bad value 'gif': expected one of svg, png*"]
+    )
+
 
 def test_the_fixture_seeds_torch_and_restores_the_global_stream(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(

@@ -1,0 +1,45 @@
+"""Reading snapshot text back: what goes wrong says where, and what to do next."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from reference import NeuralNetwork, X
+
+import pytest_modellens as lens
+
+
+@pytest.fixture
+def data() -> dict:
+    torch.manual_seed(0)
+    return json.loads(lens.trace(NeuralNetwork(), X).dumps())
+
+
+def test_a_broken_entry_is_named_with_the_way_out(data: dict) -> None:
+    data["nodes"]["sigmoid/sigmoid"]["out"] = "float32 4 4"
+    with pytest.raises(lens.SnapshotFormatError, match=r"node 'sigmoid/sigmoid' is malformed.*--lens-update"):
+        lens.loads(json.dumps(data))
+
+    del data["modules"]["hidden_to_output"]["class"]
+    with pytest.raises(lens.SnapshotFormatError, match=r"module 'hidden_to_output' is malformed"):
+        lens.loads(json.dumps(data))
+
+
+def test_text_that_is_no_model_snapshot_is_refused(data: dict) -> None:
+    del data["schema"]
+    with pytest.raises(
+        lens.SnapshotFormatError, match=r"not a model snapshot \(no 'schema' key\).*--lens-update"
+    ):
+        lens.loads(json.dumps(data))
+    with pytest.raises(lens.SnapshotFormatError, match=r"line 1, column 1"):
+        lens.loads("<html>")
+
+
+def test_float_noise_in_statistics_compares_equal_and_structure_does_not() -> None:
+    torch.manual_seed(0)
+    net = NeuralNetwork()
+    old = lens.loads(lens.trace(net, X, stats=True).dumps())
+    assert lens.trace(net, X + 1e-9, stats=True) == old
+    assert lens.trace(NeuralNetwork(hidden_size=5), X, stats=True) != old
