@@ -8,14 +8,12 @@ Importing this package does not import torch; :func:`trace` does, when called.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .canonical import SCHEMA, loads
-from .errors import ModelLensError, RenderError, SnapshotFormatError, TraceError
+from .changes import Change, ChangeKind
+from .errors import ModelLensError, NodeNotFoundError, RenderError, SnapshotFormatError, TraceError
 from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
-
-if TYPE_CHECKING:
-    from .differ import Change, ChangeKind
 
 __all__ = [
     "SCHEMA",
@@ -25,6 +23,7 @@ __all__ = [
     "ModuleInfo",
     "Node",
     "NodeKind",
+    "NodeNotFoundError",
     "ParamInfo",
     "RenderError",
     "SnapshotFormatError",
@@ -70,11 +69,3 @@ def render_diff(old: Trace | str, new: Trace | str, path: str, **options: Any) -
     from .render import render_diff as _render_diff
 
     return _render_diff(old, new, path, **options)
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("Change", "ChangeKind"):
-        from . import differ
-
-        return getattr(differ, name)
-    raise AttributeError(f"module 'pytest_modellens' has no attribute {name!r}")

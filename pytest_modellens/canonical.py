@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import ids
 from .errors import SnapshotFormatError
 from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
 
@@ -180,8 +181,10 @@ def from_data(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
         params = []
         for ref, spec in data["params"].items():
             where = f"parameter {ref!r}"
-            kind, _, name = ref.partition(":")
-            params.append(ParamInfo(name, kind == "buffer", TensorSpec.parse(spec)))
+            ref_kind, name = ids.split_ref(ref)
+            if ref_kind is not ids.RefKind.PARAM and ref_kind is not ids.RefKind.BUFFER:
+                raise ValueError(f"a parameter is named 'param:<name>' or 'buffer:<name>' (got {ref!r})")
+            params.append(ParamInfo(name, ref_kind is ids.RefKind.BUFFER, TensorSpec.parse(spec)))
         stats = data.get("stats", {})
         nodes = []
         for node_id, entry in data["nodes"].items():

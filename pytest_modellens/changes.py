@@ -1,9 +1,12 @@
-"""The Change records: what differs between two models, how important it is, how it reads.
+"""The differ's results as plain data: Changes, how they rank and read, and the Matching.
 
 The differ makes them and the failure message and the diff picture show them. A
 :class:`ChangeKind` ranks a change (the order of the enum, most important first) and a
-:class:`Change` writes itself as the columns of one line of a change list: its sign
-(``+`` added, ``-`` removed, ``~`` changed), subject, detail and ``old -> new`` value.
+:class:`Change` writes itself as the columns of one line of a change list: its
+:class:`Effect` (``+`` added, ``-`` removed, ``~`` changed), subject, detail and
+``old -> new`` value. :class:`Matching` says which old node and module is which new one;
+:class:`Comparison` holds both traces, their matching and the changes. Nothing here
+imports a third-party package.
 """
 
 from __future__ import annotations
@@ -12,7 +15,30 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .trace import Tolerance
+from . import ids
+from .trace import Tolerance, Trace
+
+#: A whole added or removed module of at least this many nodes is one row of a change
+#: list and one box of a picture, not one per node.
+WHOLE_MODULE_NODES = 2
+
+
+def count(number: int, noun: str) -> str:
+    """``1 node``, ``3 nodes``: a number with its noun, in the plural where it needs one."""
+    return f"{number} {noun}{'s' if number != 1 else ''}"
+
+
+class Effect(str, Enum):
+    """What a change does to its subject; the value is the sign a change list shows."""
+
+    ADDED = "+"
+    REMOVED = "-"
+    CHANGED = "~"
+
+    @property
+    def word(self) -> str:
+        """``added``, ``removed`` or ``changed``."""
+        return self.name.lower()
 
 
 class ChangeKind(Enum):
@@ -43,11 +69,18 @@ class ChangeKind(Enum):
         """Whether the subject of this kind of change is one node (or one output of it)."""
         return self in _NODE_KINDS
 
+    @property
+    def on_module(self) -> bool:
+        """Whether the subject of this kind of change is a module path."""
+        return self in _MODULE_KINDS
+
 
 _RANKS = {kind: rank for rank, kind in enumerate(ChangeKind)}
 _NODE_KINDS = {ChangeKind.NODE_ADDED, ChangeKind.NODE_REMOVED, ChangeKind.OP_CHANGED,
                ChangeKind.OUTPUT_CHANGED, ChangeKind.INPUTS_REWIRED, ChangeKind.ARGS_CHANGED,
                ChangeKind.STAT_CHANGED}  # fmt: skip
+_MODULE_KINDS = {ChangeKind.MODULE_ADDED, ChangeKind.MODULE_REMOVED, ChangeKind.MODULE_RENAMED,
+                 ChangeKind.MODULE_RECONFIGURED}  # fmt: skip
 _ADDED = {ChangeKind.NODE_ADDED, ChangeKind.MODULE_ADDED}
 _REMOVED = {ChangeKind.NODE_REMOVED, ChangeKind.MODULE_REMOVED}
 
@@ -59,7 +92,7 @@ class Change:
     ``subject`` is what changed, in the new model's names (the old one's for removals):
     a node id (``id#k`` for one output of several), a module path, a parameter ref, or
     ``model`` for the summary. ``detail`` says which part of it (``inputs``,
-    ``extra_repr``, ``mean``...); ``old``/``new`` are the values before and after, None
+    ``config``, ``mean``...); ``old``/``new`` are the values before and after, None
     where there was none; ``tolerance`` is set on statistics only.
     """
 
@@ -71,29 +104,42 @@ class Change:
     tolerance: Tolerance | None = None
 
     @property
+    def effect(self) -> Effect:
+        if self.kind in _ADDED:
+            return Effect.ADDED
+        if self.kind in _REMOVED:
+            return Effect.REMOVED
+        return Effect.CHANGED
+
+    @property
     def sign(self) -> str:
         """``+`` for an addition, ``-`` for a removal, ``~`` for any other change."""
-        if self.kind in _ADDED:
-            return "+"
-        if self.kind in _REMOVED:
-            return "-"
-        return "~"
+        return self.effect.value
 
     @property
     def node_id(self) -> str | None:
         """The node this change is on (without a ``#k`` output suffix), if it is on one."""
-        return self.subject.partition("#")[0] if self.kind.on_node else None
+        return ids.ref_node(self.subject) if self.kind.on_node else None
+
+    @property
+    def module_path(self) -> str | None:
+        """The module this change is about: the subject of a module change, a node's module."""
+        if self.kind.on_node:
+            return ids.node_path(ids.ref_node(self.subject))
+        if self.kind.on_module:
+            return self.subject
+        return None
 
     def columns(self) -> tuple[str, str, str, str]:
         """``(sign, subject, detail, value)``: the columns of one line of a change list."""
-        subject = self.subject or "<root>"
+        subject = ids.shown(self.subject) if self.kind.on_module else self.subject
         if self.kind in _ADDED:
             return self.sign, subject, self.detail, _show(self.new)
         if self.kind in _REMOVED:
             return self.sign, subject, self.detail, _show(self.old)
         if self.kind is ChangeKind.MODULE_RENAMED:
             return self.sign, f"{self.old} -> {self.new}", "renamed", ""
-        if self.detail == "extra_repr" and isinstance(self.old, str) and isinstance(self.new, str):
+        if self.detail == "config" and isinstance(self.old, str) and isinstance(self.new, str):
             # `in_features=4, out_features=1, bias=True`: name the settings that moved
             value = _arrow(self.old.split(", "), self.new.split(", "))
         else:
@@ -145,3 +191,86 @@ def _arrow(old: Any, new: Any) -> str:
         if len(pairs) < len(old):
             return f"{', '.join(_show(a) for a, _ in pairs)} -> {', '.join(_show(b) for _, b in pairs)}"
     return f"{_show(old)} -> {_show(new)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Matching:
+    """Which old node is which new node, and which old module is which new module."""
+
+    nodes: dict[str, str]  # old node id -> new node id
+    modules: dict[str, str]  # old module path -> new module path, renamed ones only
+
+    def module_path(self, path: str) -> str:
+        """The new path of an old module (or of a parameter under it)."""
+        prefixes = ids.ancestors(path)
+        for prefix in reversed(prefixes):
+            renamed = self.modules.get(prefix)
+            if renamed is not None:
+                return renamed + path[len(prefix) :]
+        return path
+
+    def scope(self, scope: str) -> str:
+        """The new name of an old node's scope (``module path[:call]``)."""
+        if not scope:
+            return ""
+        return ids.with_path(scope, self.module_path(ids.scope_path(scope)))
+
+    def ref(self, ref: str) -> str:
+        """The new name of an old input reference (node output, param, buffer)."""
+        kind, name = ids.split_ref(ref)
+        if kind is ids.RefKind.PARAM or kind is ids.RefKind.BUFFER:
+            return ids.tensor_ref(self.module_path(name), is_buffer=kind is ids.RefKind.BUFFER)
+        if kind is ids.RefKind.CONST:
+            return ref
+        node_id, k = ids.split_output_ref(ref)
+        node_id = self.nodes.get(node_id, node_id)
+        return node_id if k is None else ids.output_ref(node_id, k)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Two traces, how their parts match, and the changes between them."""
+
+    old: Trace
+    new: Trace
+    matching: Matching
+    changes: list[Change]
+
+
+@dataclass(frozen=True, slots=True)
+class WholeModule:
+    """An added or removed module and the node changes it stands for in a list or picture."""
+
+    change: Change
+    members: tuple[Change, ...]
+
+
+def whole_modules(changes: list[Change]) -> dict[str, WholeModule]:
+    """The outermost added or removed modules of at least :data:`WHOLE_MODULE_NODES` nodes.
+
+    Keyed by module path. A module added inside another added module is part of the outer one.
+    """
+    tops: dict[tuple[ChangeKind, str], Change] = {}
+    for change in changes:
+        if change.kind in (ChangeKind.MODULE_ADDED, ChangeKind.MODULE_REMOVED) and change.subject:
+            outer = [p for p in ids.ancestors(ids.parent(change.subject)) if (change.kind, p) in tops]
+            if not outer:
+                tops[change.kind, change.subject] = change
+    members: dict[str, list[Change]] = {}
+    node_kind = {
+        ChangeKind.NODE_ADDED: ChangeKind.MODULE_ADDED,
+        ChangeKind.NODE_REMOVED: ChangeKind.MODULE_REMOVED,
+    }
+    for change in changes:
+        kind = node_kind.get(change.kind)
+        path = change.module_path
+        if kind is None or path is None:
+            continue
+        top = next((p for p in ids.ancestors(path) if (kind, p) in tops), None)
+        if top is not None:
+            members.setdefault(top, []).append(change)
+    return {
+        path: WholeModule(change, tuple(members[path]))
+        for (_, path), change in tops.items()
+        if len(members.get(path, ())) >= WHOLE_MODULE_NODES
+    }

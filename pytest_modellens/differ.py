@@ -2,12 +2,7 @@
 
 Two steps:
 
-1. **Match** old nodes with new ones. A node id names the place of an op, but inserting a
-   child into an ``nn.Sequential`` renumbers every later sibling (``blocks.6`` becomes
-   ``blocks.7``). So nodes are first aligned in execution order with
-   :class:`difflib.SequenceMatcher` over signatures that ignore numbering (kind, op,
-   module path with numbers blanked, module class); module renames are read off the
-   aligned pairs, and the rest is paired by id and by place.
+1. **Match** old nodes with new ones (:mod:`pytest_modellens.match`).
 2. **Compare** the matched parts: the old canonical data is re-keyed into the new names,
    deepdiff finds every difference, and each becomes a :class:`Change`. What has no
    partner is added or removed.
@@ -18,211 +13,18 @@ graph order, so a reviewer reads the cause before its echoes in totals and stati
 
 from __future__ import annotations
 
-import difflib
-import re
-from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
 from typing import Any
 
 from deepdiff import DeepDiff
 
+from . import ids
 from .canonical import STAT_FIELDS, loads, to_data
-from .changes import Change, ChangeKind  # public here too: pytest_modellens.Change comes from here
-from .trace import Node, NodeKind, Tolerance, Trace
+from .changes import Change, ChangeKind, Comparison, Matching
+from .match import match, rename_runs
+from .trace import Node, TensorSpec, Tolerance, Trace
 
-_NUMBER = re.compile(r"(?<![^.])\d+(?![^.])")
 _STRUCTURE_KEYS = ("recurrent", "passes", "branching", "conditional")
-_Key = Callable[[Node], Any]  # what nodes are grouped by when paired in order
-
-
-@dataclass(frozen=True, slots=True)
-class Matching:
-    """Which old node is which new node, and which old module is which new module."""
-
-    nodes: dict[str, str]  # old node id -> new node id
-    modules: dict[str, str]  # old module path -> new module path, renamed ones only
-
-    def module_path(self, path: str) -> str:
-        """The new path of an old module (or of a parameter under it)."""
-        parts = path.split(".")
-        for end in range(len(parts), 0, -1):
-            renamed = self.modules.get(".".join(parts[:end]))
-            if renamed is not None:
-                return ".".join([renamed, *parts[end:]])
-        return path
-
-    def scope(self, scope: str) -> str:
-        """The new name of an old node's scope (``module path[:call]``)."""
-        if not scope:
-            return ""
-        path, _, call = scope.partition(":")
-        return self.module_path(path) + (f":{call}" if call else "")
-
-    def ref(self, ref: str) -> str:
-        """The new name of an old input reference (node output, param, buffer)."""
-        kind, colon, name = ref.partition(":")
-        if colon and kind in ("param", "buffer"):
-            return f"{kind}:{self.module_path(name)}"
-        node_id, hash_, k = ref.partition("#")
-        return self.nodes.get(node_id, node_id) + hash_ + k
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    """Two traces, how their parts match, and the changes between them."""
-
-    old: Trace
-    new: Trace
-    matching: Matching
-    changes: list[Change]
-
-
-# -- matching --------------------------------------------------------------------------
-
-
-def _signature(node: Node, classes: dict[str, str]) -> tuple[str, ...]:
-    if node.kind in (NodeKind.INPUT, NodeKind.OUTPUT):
-        return (node.kind.value, node.node_id)
-    path = node.module_path
-    return (node.kind.value, node.op, _NUMBER.sub("#", path), classes.get(path, ""))
-
-
-def _module_renames(pairs: dict[str, str], old: dict[str, Node], new: dict[str, Node]) -> dict[str, str]:
-    """Old module path -> new one, by majority of the matched nodes in and under it."""
-    votes: defaultdict[str, Counter[str]] = defaultdict(Counter)
-    for old_id, new_id in pairs.items():
-        a, b = old[old_id].module_path.split("."), new[new_id].module_path.split(".")
-        if len(a) != len(b):  # wrapped into a new container: a move, not a rename
-            continue
-        for end in range(1, len(a) + 1):
-            votes[".".join(a[:end])][".".join(b[:end])] += 1
-    best = {path: counts.most_common(1)[0] for path, counts in votes.items() if path}
-    # Two old modules cannot become one new module: the better supported claim wins.
-    claims: dict[str, tuple[int, str]] = {}
-    for path, (target, count) in best.items():
-        if target not in claims or count > claims[target][0]:
-            claims[target] = (count, path)
-    return {path: target for target, (_, path) in claims.items() if path != target}
-
-
-def match(old: Trace, new: Trace) -> Matching:
-    """Pair the nodes of ``old`` with those of ``new``, and the modules renamed between them."""
-    old_nodes = {node.node_id: node for node in old.nodes}
-    new_nodes = {node.node_id: node for node in new.nodes}
-    old_classes = {m.path: m.class_name for m in old.modules}
-    new_classes = {m.path: m.class_name for m in new.modules}
-    old_sigs = [_signature(n, old_classes) for n in old.nodes]
-    new_sigs = [_signature(n, new_classes) for n in new.nodes]
-    # The common head and tail are aligned as they are; the matcher, quadratic at worst,
-    # only sees the middle where the change is.
-    head, tail, limit = 0, 0, min(len(old_sigs), len(new_sigs))
-    while head < limit and old_sigs[head] == new_sigs[head]:
-        head += 1
-    while tail < limit - head and old_sigs[-1 - tail] == new_sigs[-1 - tail]:
-        tail += 1
-    matcher = difflib.SequenceMatcher(
-        None, old_sigs[head : len(old_sigs) - tail], new_sigs[head : len(new_sigs) - tail],
-        autojunk=False,  # repeated ops (view, add) are the substance here, not junk
-    )  # fmt: skip
-    ends = [
-        *zip(old.nodes[:head], new.nodes[:head]),
-        *zip(old.nodes[len(old.nodes) - tail :], new.nodes[len(new.nodes) - tail :]),
-    ]
-    pairs = {o.node_id: n.node_id for o, n in ends}
-    regions = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        old_part, new_part = old.nodes[head + i1 : head + i2], new.nodes[head + j1 : head + j2]
-        if tag == "equal":
-            pairs.update(zip((n.node_id for n in old_part), (n.node_id for n in new_part)))
-        else:
-            regions.append((old_part, new_part))
-    aligned = Matching(dict(pairs), _module_renames(pairs, old_nodes, new_nodes))
-    taken = set(pairs.values())
-
-    def renamed_id(node: Node) -> str:
-        """The id an old node has in the new names, by the renames the aligned runs show."""
-        if not node.scope:
-            return node.node_id
-        return f"{aligned.scope(node.scope)}/{node.node_id.rpartition('/')[2]}"
-
-    def pair(old_node: Node, new_node: Node) -> None:
-        pairs[old_node.node_id] = new_node.node_id
-        taken.add(new_node.node_id)
-
-    def pair_in_order(
-        olds: Sequence[Node], news: Sequence[Node], old_key: _Key, new_key: _Key, *, equal: bool
-    ) -> None:
-        """Pair nodes of equal keys in order (only where both sides have as many, if ``equal``)."""
-        groups: defaultdict[Any, tuple[list[Node], list[Node]]] = defaultdict(lambda: ([], []))
-        for node in olds:
-            if node.node_id not in pairs:
-                groups[old_key(node)][0].append(node)
-        for node in news:
-            if node.node_id not in taken:
-                groups[new_key(node)][1].append(node)
-        for group_olds, group_news in groups.values():
-            if len(group_olds) == len(group_news) or not equal:
-                for old_node, new_node in zip(group_olds, group_news):
-                    pair(old_node, new_node)
-
-    # Inside an unaligned region: the same (renamed) id; else the same place, in order (an
-    # op changed in place keeps its module and position, not its id); else the same op,
-    # in order (a layer wrapped into a new container keeps its op).
-    def old_place(node: Node) -> tuple[str, NodeKind]:
-        return renamed_id(node).rpartition("/")[0], node.kind
-
-    def op(node: Node) -> tuple[NodeKind, str]:
-        return node.kind, node.op
-
-    for old_part, new_part in regions:
-        pair_in_order(old_part, new_part, renamed_id, lambda node: node.node_id, equal=False)
-        pair_in_order(old_part, new_part, old_place, lambda node: (node.scope, node.kind), equal=True)
-        pair_in_order(old_part, new_part, op, op, equal=False)
-    # A node that moved (two ops swapped) is still itself when its id is free on both sides.
-    for node in old.nodes:
-        target = renamed_id(node)
-        if node.node_id not in pairs and target in new_nodes and target not in taken:
-            pair(node, new_nodes[target])
-    # Pairs found inside regions tell of renames the aligned runs could not (fc -> proj).
-    return Matching(pairs, _module_renames(pairs, old_nodes, new_nodes))
-
-
-def _rename_lines(renames: dict[str, str]) -> list[Change]:
-    """Module renames as few lines: ``blocks.6..11 -> blocks.7..12`` for a renumbering."""
-    top = {}
-    for path, target in renames.items():
-        parent, _, name = path.rpartition(".")
-        if parent in renames and renames[parent] + "." + name == target:
-            continue  # follows from its parent's rename
-        top[path] = target
-    runs: list[list[tuple[str, str]]] = []
-    for path, target in top.items():
-        last = runs[-1][-1] if runs else None
-        if last is not None and _next_in_run(last, (path, target)):
-            runs[-1].append((path, target))
-        else:
-            runs.append([(path, target)])
-    changes = []
-    for run in runs:
-        (first_old, first_new), (last_old, last_new) = run[0], run[-1]
-        if len(run) > 1:
-            first_old += ".." + last_old.rpartition(".")[2]
-            first_new += ".." + last_new.rpartition(".")[2]
-        changes.append(Change(ChangeKind.MODULE_RENAMED, first_new, "renamed", first_old, first_new))
-    return changes
-
-
-def _next_in_run(last: tuple[str, str], this: tuple[str, str]) -> bool:
-    """Whether ``this`` rename continues a numbered run: same parents, index +1, same shift."""
-    (old_a, new_a), (old_b, new_b) = last, this
-    parts = [p.rpartition(".") for p in (old_a, new_a, old_b, new_b)]
-    if parts[0][0] != parts[2][0] or parts[1][0] != parts[3][0]:
-        return False
-    if not all(p[2].isdigit() for p in parts):
-        return False
-    a, b, c, d = (int(p[2]) for p in parts)
-    return c == a + 1 and d - c == b - a
 
 
 # -- comparing -------------------------------------------------------------------------
@@ -241,11 +43,15 @@ def _output_text(node: Node) -> str:
 
 
 def _out_detail(old: Any, new: Any) -> str:
+    """``shape`` or ``dtype`` when one output's spec changed in that part only, else ``out``."""
     if isinstance(old, str) and isinstance(new, str):
-        (old_dtype, _, old_shape), (new_dtype, _, new_shape) = old.partition("["), new.partition("[")
-        if old_dtype == new_dtype:
+        try:
+            before, after = TensorSpec.parse(old), TensorSpec.parse(new)
+        except ValueError:
+            return "out"
+        if before.dtype == after.dtype:
             return "shape"
-        if old_shape == new_shape:
+        if before.shape == after.shape:
             return "dtype"
     return "out"
 
@@ -270,8 +76,7 @@ def _module_change(path: str, field: str, old: dict[str, Any], new: dict[str, An
     before, after = old.get(field), new.get(field)
     if field == "params":
         return Change(ChangeKind.PARAMS_CHANGED, path, "params", before, after)
-    detail = "extra_repr" if field == "config" else field
-    return Change(ChangeKind.MODULE_RECONFIGURED, path, detail, before, after)
+    return Change(ChangeKind.MODULE_RECONFIGURED, path, field, before, after)
 
 
 def _stat_change(
@@ -352,7 +157,10 @@ def compare(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None =
         for path, entry in old_data["modules"].items()
         if matching.module_path(path) not in new_data["modules"]
     ]  # fmt: skip
-    changes += _rename_lines(matching.modules)
+    changes += [
+        Change(ChangeKind.MODULE_RENAMED, new_name, "renamed", old_name, new_name)
+        for old_name, new_name in rename_runs(matching.modules)
+    ]
     module_order = {path: k for k, path in enumerate(new_data["modules"])}
     module_changes = [
         _module_change(key, field, before["modules"][key], after["modules"][key])
@@ -363,7 +171,7 @@ def compare(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None =
     changes += [
         c for c in module_changes
         if c.kind is not ChangeKind.PARAMS_CHANGED
-        or not any(other.startswith(c.subject + ".") or (c.subject == "" and other) for other in counted)
+        or not any(other != c.subject and ids.is_within(other, c.subject) for other in counted)
     ]  # fmt: skip
     # Parameters come and go with their modules (counted above); a changed shape is news.
     for ref, _ in in_order("params", {}):

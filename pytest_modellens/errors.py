@@ -17,3 +17,10 @@ class SnapshotFormatError(ModelLensError):
 
 class RenderError(ModelLensError):
     """A picture could not be drawn."""
+
+
+class NodeNotFoundError(ModelLensError, KeyError):
+    """A node id asked of a Trace is not in it."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

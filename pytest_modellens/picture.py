@@ -14,38 +14,66 @@ with nothing kept inside are collapsed into boxes, runs of numbered siblings
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from enum import Enum
+from typing import NamedTuple
 
-from .changes import Change, ChangeKind
+from . import ids
+from .changes import Change, ChangeKind, Comparison, Effect, count, whole_modules
+from .match import numbered_runs
 from .trace import ModuleInfo, Node, NodeKind, TensorSpec, Trace
-
-if TYPE_CHECKING:
-    from .differ import Comparison
 
 #: Diff graphs with more nodes than this are cropped to the neighbourhood of the changes.
 CROP_ABOVE = 40
 #: Longest line of a label; longer ones are cut with ``...``.
 MAX_LINE = 48
-_STATE_OF_SIGN = {"+": "added", "-": "removed", "~": "changed"}
+#: The file formats a picture can be drawn in (and ``gv`` for the DOT source itself).
+PICTURE_FORMATS = ("svg", "png")
+
+
+class State(str, Enum):
+    """What colours a box or an edge: a change in a diff, a role in a model picture."""
+
+    ADDED = "added"
+    REMOVED = "removed"
+    CHANGED = "changed"
+    SAME = "same"
+    INPUT = "input"
+    OUTPUT = "output"
+    OP = "op"
+    PARAM = "param"  # an op that uses parameters
+    CONDITION = "condition"
+    MODULE = "module"
+
+    @classmethod
+    def of(cls, effect: Effect) -> State:
+        return cls(effect.word)
+
+
+class Shape(str, Enum):
+    """What a box is: a node of one kind, or a collapsed group of nodes."""
+
+    INPUT = "input"
+    OP = "op"
+    CONDITION = "condition"
+    OUTPUT = "output"
+    BOX = "box"
+
+    @classmethod
+    def of(cls, kind: NodeKind) -> Shape:
+        return cls(kind.value)
 
 
 @dataclass(slots=True)
 class Vertex:
-    """One box of the picture: a node, several rolled into one, or a collapsed module.
-
-    ``state`` picks its colour: ``added``, ``removed``, ``changed`` or ``same`` in a diff;
-    ``input``, ``output``, ``op``, ``param`` (an op that uses parameters), ``condition``
-    or ``module`` in a model picture.
-    """
+    """One box of the picture: a node, several rolled into one, or a collapsed module."""
 
     lines: list[str]
     clusters: tuple[str, ...]  # enclosing module clusters, outermost first
-    state: str
+    state: State
     tooltip: str
-    kind: str = "op"  # NodeKind value, or "box" for a collapsed group
+    kind: Shape = Shape.OP
     count: int = 1  # how many nodes it stands for
 
 
@@ -54,8 +82,8 @@ class Graph:
     """A whole picture: vertices by key, edges with their state, clusters, title lines."""
 
     vertices: dict[str, Vertex] = field(default_factory=dict)
-    edges: dict[tuple[str, str], str] = field(default_factory=dict)  # (tail, head) -> state
-    clusters: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (label, state)
+    edges: dict[tuple[str, str], State] = field(default_factory=dict)  # (tail, head) -> state
+    clusters: dict[str, tuple[str, State]] = field(default_factory=dict)  # key -> (label, state)
     title: list[str] = field(default_factory=list)
 
 
@@ -64,17 +92,13 @@ class _Box(NamedTuple):
 
     lines: list[str]
     clusters: tuple[str, ...]
-    state: str
+    state: State
     noun: str
 
 
 def clip(text: str) -> str:
     """``text`` cut to :data:`MAX_LINE` characters."""
     return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'s' if number != 1 else ''}"
 
 
 # -- clusters and labels -----------------------------------------------------------------
@@ -88,22 +112,20 @@ def _cluster_chain(scope: str, modules: dict[str, ModuleInfo], *, rolled: bool) 
     """
     if not scope:
         return ()
-    path, _, call = scope.partition(":")
+    path, call = ids.split_scope(scope)
     own = modules.get(path)
-    parts = path.split(".")
     chain = []
-    for end in range(1, len(parts) + 1):
-        prefix = ".".join(parts[:end])
+    for prefix in ids.ancestors(path):
         info = modules.get(prefix)
         if prefix != path and (info is None or info.calls == 0):
             continue
         same_call = prefix == path or (info is not None and own is not None and info.calls == own.calls)
-        chain.append(f"{prefix}:{call}" if call and same_call and not rolled else prefix)
+        chain.append(ids.scope(prefix, call) if same_call and not rolled else prefix)
     return tuple(chain)
 
 
 def _cluster_label(key: str, modules: dict[str, ModuleInfo], *, rolled: bool) -> str:
-    path = key.partition(":")[0]
+    path = ids.scope_path(key)
     info = modules.get(path)
     label = f"{key} ({info.class_name})" if info else key
     if rolled and info is not None and info.calls > 1:
@@ -113,15 +135,15 @@ def _cluster_label(key: str, modules: dict[str, ModuleInfo], *, rolled: bool) ->
 
 def _node_lines(node: Node, specs: dict[str, TensorSpec]) -> list[str]:
     """A node's label: its name, its outputs, the parameters and constants it takes."""
-    lines = [node.node_id.rpartition("/")[2] if node.kind is NodeKind.OP else node.node_id]
+    lines = [ids.op_part(node.node_id) if node.kind is NodeKind.OP else node.node_id]
     if len(node.outputs) > 2 and len(set(node.outputs)) == 1:
         lines.append(f"{len(node.outputs)} x {node.outputs[0]}")
     elif node.outputs:
         lines.append(", ".join(map(str, node.outputs)))
-    for kind in ("param", "buffer"):
-        used = [f"{ref.rpartition('.')[2]} {list(specs[ref].shape)}" for ref in node.inputs
-                if ref.startswith(f"{kind}:") and ref in specs]  # fmt: skip
-        line = f"{kind}s:"
+    for kind in (ids.RefKind.PARAM, ids.RefKind.BUFFER):
+        used = [f"{ids.leaf(name)} {list(specs[ref].shape)}" for ref in node.inputs
+                for ref_kind, name in [ids.split_ref(ref)] if ref_kind is kind and ref in specs]  # fmt: skip
+        line = f"{kind.value}s:"
         for item in used:  # wrapped, so a cell with many weights stays narrow
             if len(line) + len(item) > MAX_LINE:
                 lines.append(line.rstrip(","))
@@ -129,21 +151,21 @@ def _node_lines(node: Node, specs: dict[str, TensorSpec]) -> list[str]:
             line += f" {item},"
         if used:
             lines.append(line.rstrip(","))
-    consts = [ref[len("const:") :] for ref in node.inputs if ref.startswith("const:")]
+    consts = [name for kind, name in map(ids.split_ref, node.inputs) if kind is ids.RefKind.CONST]
     if consts:
         lines.append("const: " + ", ".join(consts))
     return lines
 
 
-def _node_state(node: Node) -> str:
+def _node_state(node: Node) -> State:
     if node.kind is NodeKind.OP:
-        return "param" if any(r.startswith("param:") for r in node.inputs) else "op"
-    return node.kind.value
+        return State.PARAM if any(map(ids.is_param, node.inputs)) else State.OP
+    return State(node.kind.value)
 
 
 def _edge_source(ref: str) -> str | None:
     """The node an input reference comes from; None for parameters, buffers and constants."""
-    return None if ref.startswith(("param:", "buffer:", "const:")) else ref.partition("#")[0]
+    return ids.ref_node(ref) if ids.is_node_ref(ref) else None
 
 
 # -- collapsing ----------------------------------------------------------------------------
@@ -159,24 +181,24 @@ def _collapse(graph: Graph, target: dict[str, str], boxes: dict[str, _Box]) -> G
             continue
         box = boxes[box_key]
         entry = out.vertices.setdefault(
-            box_key, Vertex(list(box.lines), box.clusters, box.state, box_key, "box", count=0)
+            box_key, Vertex(list(box.lines), box.clusters, box.state, box_key, Shape.BOX, count=0)
         )
         entry.count += vertex.count
     for key, vertex in out.vertices.items():
         if key in boxes:
-            vertex.lines.append(_count(vertex.count, boxes[key].noun))
+            vertex.lines.append(count(vertex.count, boxes[key].noun))
     for (tail, head), state in graph.edges.items():
         tail, head = target.get(tail, tail), target.get(head, head)
         if tail == head and tail in boxes:
             continue  # an edge inside a collapsed box
-        if out.edges.get((tail, head)) in (None, "same"):
+        if out.edges.get((tail, head)) in (None, State.SAME):
             out.edges[tail, head] = state
     used = {c for v in out.vertices.values() for c in v.clusters}
     out.clusters = {k: v for k, v in graph.clusters.items() if k in used}
     return out
 
 
-def _module_box(key: str, chain: tuple[str, ...], modules: dict[str, ModuleInfo], state: str) -> _Box:
+def _module_box(key: str, chain: tuple[str, ...], modules: dict[str, ModuleInfo], state: State) -> _Box:
     """The box of the module cluster ``key`` of a vertex's ``chain``, collapsed."""
     return _Box([_cluster_label(key, modules, rolled=False)], chain[: chain.index(key)], state, "op")
 
@@ -194,22 +216,24 @@ def trace_graph(trace: Trace, *, depth: int | None = None, rolled: bool = False)
     key_of: dict[str, str] = {}
     for node in trace.nodes:
         key = node.node_id
-        if rolled and ":" in node.scope:
-            key = f"{node.module_path}/{node.node_id.rpartition('/')[2]}"
+        if rolled and ids.split_scope(node.scope)[1] > 1:
+            key = ids.op_id(node.module_path, ids.op_part(node.node_id), 1)
         key_of[node.node_id] = key
         chain = _cluster_chain(node.scope, modules, rolled=rolled)
         if key in graph.vertices:
             graph.vertices[key].count += 1
         else:
             graph.vertices[key] = Vertex(
-                _node_lines(node, specs), chain, _node_state(node), node.node_id, node.kind.value
+                _node_lines(node, specs), chain, _node_state(node), node.node_id, Shape.of(node.kind)
             )
         for cluster in chain:
-            graph.clusters.setdefault(cluster, (_cluster_label(cluster, modules, rolled=rolled), "module"))
+            graph.clusters.setdefault(
+                cluster, (_cluster_label(cluster, modules, rolled=rolled), State.MODULE)
+            )
         for ref in node.inputs:
             source = _edge_source(ref)
             if source is not None and source in key_of:
-                graph.edges[key_of[source], key] = "op"
+                graph.edges[key_of[source], key] = State.OP
     for vertex in graph.vertices.values():
         if vertex.count > 1:
             vertex.lines[0] += f" x{vertex.count}"
@@ -220,7 +244,7 @@ def trace_graph(trace: Trace, *, depth: int | None = None, rolled: bool = False)
         if len(vertex.clusters) >= depth:
             module = vertex.clusters[depth - 1]
             target[key] = f"module {module}"
-            boxes[f"module {module}"] = _module_box(module, vertex.clusters, modules, "module")
+            boxes[f"module {module}"] = _module_box(module, vertex.clusters, modules, State.MODULE)
     return _collapse(graph, target, boxes)
 
 
@@ -241,18 +265,18 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
         # A removed node's id may be taken by a new node; removed ones are keyed apart.
         if change.node_id is not None and change.kind is not ChangeKind.NODE_REMOVED:
             per_node[change.node_id].append(change)
-    module_state: dict[str, str] = {}
+    module_state: dict[str, State] = {}
     notes: defaultdict[str, list[str]] = defaultdict(list)
     for change in comparison.changes:
-        if change.kind.name.startswith("MODULE") or change.detail == "params":
-            module_state[change.subject] = _STATE_OF_SIGN[change.sign]
-            if change.sign == "~" and change.kind is not ChangeKind.MODULE_RENAMED:
+        if change.kind.on_module or change.detail == "params":
+            module_state[change.subject] = State.of(change.effect)
+            if change.effect is Effect.CHANGED and change.kind is not ChangeKind.MODULE_RENAMED:
                 notes[change.subject].append(_change_line(change))
     removed = {n.node_id for n in old.nodes if n.node_id not in matching.nodes}
     added = sum(1 for changes in per_node.values() if changes[0].kind is ChangeKind.NODE_ADDED)
     name = new.model if new.model == old.model else f"{old.model} -> {new.model}"
     graph = Graph(title=[
-        f"{name}: {_count(added, 'node')} added, {len(removed)} removed, {len(per_node) - added} changed",
+        f"{name}: {count(added, 'node')} added, {len(removed)} removed, {len(per_node) - added} changed",
         "green: added   red: removed   orange: changed   grey: unchanged",
     ])  # fmt: skip
     renamed_from = {target: path for path, target in matching.modules.items()}
@@ -262,22 +286,22 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
     def add(node: Node, key: str, scope: str, *, was_removed: bool) -> None:
         changes = [] if was_removed else per_node.get(node.node_id, [])
         if was_removed:
-            state = "removed"
+            state = State.REMOVED
         else:
-            state = _STATE_OF_SIGN[changes[0].sign] if changes else "same"
+            state = State.of(changes[0].effect) if changes else State.SAME
         lines = _node_lines(node, old_specs if was_removed else new_specs)
-        if state == "changed":
+        if state is State.CHANGED:
             shape_changed = any(c.kind is ChangeKind.OUTPUT_CHANGED for c in changes)
             lines = lines[: 1 if shape_changed else 2] + [_change_line(c) for c in changes[:4]]
         chain = _cluster_chain(scope, modules, rolled=False)
-        graph.vertices[key] = Vertex(lines, chain, state, node.node_id, node.kind.value)
+        graph.vertices[key] = Vertex(lines, chain, state, node.node_id, Shape.of(node.kind))
         for cluster in chain:
-            path = cluster.partition(":")[0]
+            path = ids.scope_path(cluster)
             label = _cluster_label(cluster, modules, rolled=False)
             if path in renamed_from:
                 label += f", was {renamed_from[path]}"
-            label = "\n".join([label, *notes.get(path, [])])  # extra_repr old -> new, under the name
-            graph.clusters.setdefault(cluster, (label, module_state.get(path, "same")))
+            label = "\n".join([label, *notes.get(path, [])])  # config old -> new, under the name
+            graph.clusters.setdefault(cluster, (label, module_state.get(path, State.SAME)))
 
     for node in new.nodes:
         add(node, node.node_id, node.scope, was_removed=False)
@@ -286,32 +310,34 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
             add(node, f"{node.node_id} (removed)", matching.scope(node.scope), was_removed=True)
     # Dicts, not sets, keep the edges in graph order: the same DOT text on every run.
     new_edges = {
-        (s, n.node_id): "added" for n in new.nodes for s in filter(None, map(_edge_source, n.inputs))
+        (s, n.node_id): State.ADDED for n in new.nodes for s in filter(None, map(_edge_source, n.inputs))
     }
     old_edges = {}
     for node in old.nodes:
         head = matching.nodes.get(node.node_id, f"{node.node_id} (removed)")
         for source in filter(None, map(_edge_source, node.inputs)):
-            old_edges[matching.nodes.get(source, f"{source} (removed)"), head] = "removed"
+            old_edges[matching.nodes.get(source, f"{source} (removed)"), head] = State.REMOVED
     for edge, state in (new_edges | old_edges).items():
         if edge[0] in graph.vertices and edge[1] in graph.vertices:
-            graph.edges[edge] = "same" if edge in new_edges and edge in old_edges else state
+            graph.edges[edge] = State.SAME if edge in new_edges and edge in old_edges else state
     if len(graph.vertices) <= crop_above:
         return graph
-    return _crop(_fold_whole_modules(graph, modules), modules, hops=hops)
+    return _crop(_fold_whole_modules(graph, modules, comparison), modules, hops=hops)
 
 
-def _fold_whole_modules(graph: Graph, modules: dict[str, ModuleInfo]) -> Graph:
+def _fold_whole_modules(graph: Graph, modules: dict[str, ModuleInfo], comparison: Comparison) -> Graph:
     """An added or removed module of many nodes becomes one green or red box."""
+    whole = whole_modules(comparison.changes)
     target, boxes = {}, {}
     for key, vertex in graph.vertices.items():
-        state = vertex.state
-        whole = next((c for c in vertex.clusters if graph.clusters[c][1] == state), None)
-        if state in ("added", "removed") and whole is not None:
-            target[key] = f"module {whole}"
-            boxes[f"module {whole}"] = _module_box(whole, vertex.clusters, modules, state)
-    sizes = Counter(target.values())
-    return _collapse(graph, {k: box for k, box in target.items() if sizes[box] >= 4}, boxes)
+        if vertex.state not in (State.ADDED, State.REMOVED):
+            continue
+        cluster = next((c for c in vertex.clusters if ids.scope_path(c) in whole
+                        and graph.clusters[c][1] is vertex.state), None)  # fmt: skip
+        if cluster is not None:
+            target[key] = f"module {cluster}"
+            boxes[f"module {cluster}"] = _module_box(cluster, vertex.clusters, modules, vertex.state)
+    return _collapse(graph, target, boxes)
 
 
 def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
@@ -320,7 +346,7 @@ def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
     for tail, head in graph.edges:
         neighbours[tail].add(head)
         neighbours[head].add(tail)
-    keep = {key for key, v in graph.vertices.items() if v.state != "same"}
+    keep = {key for key, v in graph.vertices.items() if v.state is not State.SAME}
     frontier = set(keep)
     for _ in range(hops):
         frontier = {n for key in frontier for n in neighbours[key]} - keep
@@ -338,15 +364,15 @@ def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
             # Beside kept nodes in an open module: one "..." box per unbroken run of
             # them, so the boxes keep the order of the graph instead of looping back.
             scope = chain[-1] if chain else ""
-            noun = vertex.kind if vertex.kind in ("input", "output") else "op"
+            noun = vertex.kind.value if vertex.kind in (Shape.INPUT, Shape.OUTPUT) else "op"
             box = f"... {scope} {noun}s {len(boxes)}"
             previous = last_in.get(scope, "")
             if previous.startswith(f"... {scope} {noun}s "):
                 box = previous
-            boxes.setdefault(box, _Box(["..."], chain, "same", noun))
+            boxes.setdefault(box, _Box(["..."], chain, State.SAME, noun))
         else:
             box = f"module {closed}"
-            state = graph.clusters.get(closed, ("", "same"))[1]
+            state = graph.clusters.get(closed, ("", State.SAME))[1]
             boxes[box] = _module_box(closed, chain, modules, state)
         if box != key:
             target[key] = box
@@ -354,15 +380,21 @@ def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
             last_in[cluster] = box
     # Runs of numbered siblings of one class (transformer.h.0 .. h.4) become one box.
     runs: dict[str, str] = {}  # module box -> the first box of its run
-    module_boxes = sorted((b for b in boxes if b.startswith("module ")), key=_numbered)
-    for previous, box in itertools.pairwise(module_boxes):
-        if _continues(previous, box, modules, boxes):
-            runs[box] = runs.get(previous, previous)
-    for first in set(runs.values()):
-        last = max((b for b, f in runs.items() if f == first), key=_numbered)
-        path = first.removeprefix("module ")
-        label = f"{path}..{last.rpartition('.')[2]} ({modules[path].class_name})"
-        boxes[first] = boxes[first]._replace(lines=[label])
+    module_boxes = sorted(
+        (b.removeprefix("module ") for b in boxes if b.startswith("module ")), key=_numbered
+    )
+
+    def same_kind(previous: str, this: str) -> bool:
+        a, b = modules.get(previous), modules.get(this)
+        same_place = boxes[f"module {previous}"][1:] == boxes[f"module {this}"][1:]
+        return a is not None and b is not None and a.class_name == b.class_name and same_place
+
+    for run in numbered_runs(module_boxes, lambda path: path, same_kind):
+        if len(run) > 1:
+            first = f"module {run[0]}"
+            runs.update((f"module {path}", first) for path in run[1:])
+            label = f"{ids.run(run[0], run[-1])} ({modules[run[0]].class_name})"
+            boxes[first] = boxes[first]._replace(lines=[label])
     target = {key: runs.get(box, box) for key, box in target.items()}
     # A "..." standing for one node hides more than it saves: draw the node.
     sizes = Counter(target.values())
@@ -370,17 +402,7 @@ def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
     return _collapse(graph, target, boxes)
 
 
-def _numbered(box: str) -> tuple[str, int]:
-    """``(parent, index)`` of a numbered box (``module blocks.3``), ``(box, -1)`` of any other."""
-    parent, _, last = box.rpartition(".")
-    return (parent, int(last)) if last.isdigit() else (box, -1)
-
-
-def _continues(previous: str, box: str, modules: dict[str, ModuleInfo], boxes: dict[str, _Box]) -> bool:
-    """Whether module ``box`` is the next sibling of ``previous``, of the same class and place."""
-    (p_parent, p_index), (parent, index) = _numbered(previous), _numbered(box)
-    if p_parent != parent or p_index < 0 or index != p_index + 1:
-        return False
-    a, b = modules.get(previous.removeprefix("module ")), modules.get(box.removeprefix("module "))
-    same_place = boxes[previous][1:] == boxes[box][1:]
-    return a is not None and b is not None and a.class_name == b.class_name and same_place
+def _numbered(path: str) -> tuple[str, int]:
+    """Sort key of module paths that puts numbered siblings in index order (``blocks.2`` before ``blocks.10``)."""
+    parent, index = ids.split_numbered(path)
+    return (parent, -1) if index is None else (parent, index)

@@ -17,30 +17,27 @@ import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import graphviz
 
+from .changes import Comparison
 from .errors import RenderError
-from .picture import CROP_ABOVE, Graph, clip, diff_graph, trace_graph
+from .picture import CROP_ABOVE, PICTURE_FORMATS, Graph, Shape, State, clip, diff_graph, trace_graph
 from .trace import Trace
-
-if TYPE_CHECKING:
-    from .differ import Comparison
 
 #: Seconds a renderer may take before the picture is given up.
 DEFAULT_TIMEOUT = 60.0
-FORMATS = ("svg", "png")
 #: (border, fill) of each state of a box (and border of each state of an edge).
 COLORS = {
-    "added": ("#2e7d32", "#c8e6c9"), "removed": ("#c62828", "#ffcdd2"),
-    "changed": ("#ef6c00", "#ffe0b2"), "same": ("#9e9e9e", "#f5f5f5"),
-    "input": ("#000000", "#98fb98"), "output": ("#000000", "#ff9999"),
-    "param": ("#000000", "#e6e6e6"), "op": ("#000000", "#ffffff"),
-    "condition": ("#000000", "#fff59d"), "module": ("#1565c0", "#e3f2fd"),
+    State.ADDED: ("#2e7d32", "#c8e6c9"), State.REMOVED: ("#c62828", "#ffcdd2"),
+    State.CHANGED: ("#ef6c00", "#ffe0b2"), State.SAME: ("#9e9e9e", "#f5f5f5"),
+    State.INPUT: ("#000000", "#98fb98"), State.OUTPUT: ("#000000", "#ff9999"),
+    State.PARAM: ("#000000", "#e6e6e6"), State.OP: ("#000000", "#ffffff"),
+    State.CONDITION: ("#000000", "#fff59d"), State.MODULE: ("#1565c0", "#e3f2fd"),
 }  # fmt: skip
-#: Shape of each kind of box; an op is a plain box.
-SHAPES = {"input": "ellipse", "output": "ellipse", "condition": "hexagon", "box": "box3d"}
+#: Graphviz shape of each kind of box.
+SHAPES = {Shape.INPUT: "ellipse", Shape.OUTPUT: "ellipse", Shape.CONDITION: "hexagon", Shape.BOX: "box3d",
+          Shape.OP: "box"}  # fmt: skip
 
 
 def _text(lines: list[str], *, clipped: bool = True) -> str:
@@ -75,11 +72,11 @@ def to_dot(graph: Graph) -> str:
             vertex = graph.vertices[key]
             color, fillcolor = COLORS[vertex.state]
             body.node(names[key], _text(vertex.lines), color=color, fillcolor=fillcolor,
-                      shape=SHAPES.get(vertex.kind, "box"),
+                      shape=SHAPES[vertex.kind],
                       tooltip=_text([vertex.tooltip], clipped=False), id=f"lens:{key}",
-                      fontcolor="#757575" if vertex.state == "same" else "black")  # fmt: skip
+                      fontcolor="#757575" if vertex.state is State.SAME else "black")  # fmt: skip
         for child in children[cluster]:
-            label, state = graph.clusters.get(child, (child, "same"))
+            label, state = graph.clusters.get(child, (child, State.SAME))
             sub = graphviz.Digraph(name=f"cluster_{next(numbers)}")
             sub.attr(label=_text(label.split("\n")), color=COLORS[state][0], style="rounded", fontsize="10",
                      fontcolor=COLORS[state][0])  # fmt: skip
@@ -89,8 +86,8 @@ def to_dot(graph: Graph) -> str:
     add_contents(dot, "")
     for (tail, head), state in graph.edges.items():
         dot.edge(names[tail], names[head], color=COLORS[state][0],
-                 style="dashed" if state == "removed" else "solid",
-                 penwidth="2" if state in ("added", "removed") else "1")  # fmt: skip
+                 style="dashed" if state is State.REMOVED else "solid",
+                 penwidth="2" if state in (State.ADDED, State.REMOVED) else "1")  # fmt: skip
     return dot.source
 
 
@@ -115,7 +112,7 @@ def draw(source: str, path: str | os.PathLike[str], *, timeout: float = DEFAULT_
     if fmt in ("gv", "dot"):
         target.write_text(source, encoding="utf-8")
         return str(target)
-    if fmt not in FORMATS:
+    if fmt not in PICTURE_FORMATS:
         raise RenderError(f"picture file must end in .svg, .png or .gv (got {target.name!r})")
     kept = target.with_suffix(".gv")
     renderer = find_renderer()
@@ -155,7 +152,7 @@ def render_diff(old: Trace | str, new: Trace | str, path: str | os.PathLike[str]
     """Draw the difference of two traces (or snapshot texts) to ``path``.
 
     Pass the ``comparison`` already made by :func:`pytest_modellens.differ.compare` to
-    skip making it again.
+    skip making it again (the differ, and so deepdiff, is imported only without one).
     """
     if comparison is None:
         from .differ import compare  # here, so that a model picture never loads deepdiff

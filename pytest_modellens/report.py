@@ -1,88 +1,41 @@
-"""What a failing model assertion tells the user: the changes, and a picture of them.
+"""The words of a failing model assertion: headline, change list, and the next step.
 
-Called from the plugin's ``pytest_assertrepr_compare`` hook with the syrupy assertion
-that just failed; nothing here changes a snapshot file. The message lists the
-differ's Changes, grouped most important first and capped, names the diff picture
-written to the artifacts directory and says how to accept the change. A picture that
-cannot be drawn is mentioned in the message and never fails the run.
+Text only: the plugin hands in what syrupy found, the differ's Comparison and the line
+naming the picture, and gets the lines of the assertion message back. Changes come
+grouped most important first and capped; a whole added or removed module is one row.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 from collections import Counter
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import pytest
-
-from .changes import Change, ChangeKind
-from .errors import RenderError, SnapshotFormatError
-from .trace import Trace
-
-if TYPE_CHECKING:
-    from .differ import Comparison
-    from .plugin import Settings
+from . import ids
+from .changes import Change, ChangeKind, Comparison, count, whole_modules
 
 #: Most changes listed in a failure message; the rest are counted.
 MAX_CHANGES = 12
 #: Widest subject column before lines stop being aligned.
 MAX_SUBJECT = 40
 ACCEPT = "accept with: pytest --lens-update"
-#: The junit-xml property (and "model diffs" summary entry) naming a picture.
-ARTIFACT_PROPERTY = "lens_artifact"
-#: How many diff and model pictures a test has drawn so far, for their file names.
-_diffs_drawn = pytest.StashKey[int]()
-_models_drawn = pytest.StashKey[int]()
-
-
-def artifact_path(item: pytest.Item | None, settings: Settings, *, index: int, suffix: str) -> Path:
-    """A file name for an artifact of one assertion: safe for any test id, unique per test.
-
-    ``tests/test_models.py::test_net[a/b-1.5-..]`` becomes
-    ``<artifacts>/tests/test_models.py--test_net_a_b-1.5-.._<hash>.svg``: the test's
-    directory is kept as folders, unsafe characters become ``_`` and, when any were
-    replaced, a hash of the exact node id keeps two ids that differ only there apart.
-    """
-    nodeid = item.nodeid if item is not None else "unknown"
-    file_part, _, rest = nodeid.partition("::")
-    file_path = Path(file_part)
-    stem = f"{file_path.name}--{rest.replace('::', '--')}" + (f".{index}" if index else "")
-    safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).strip(".")
-    if safe != stem:
-        safe = f"{safe[:120]}_{hashlib.sha1(nodeid.encode()).hexdigest()[:8]}"
-    folders = [re.sub(r"[^A-Za-z0-9_.\-]", "_", part).replace("..", "__") for part in file_path.parent.parts]
-    return settings.artifacts_dir.joinpath(*folders, f"{safe}.{suffix}")
-
-
-def _display(path: str | Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'s' if number != 1 else ''}"
 
 
 def headline(changes: list[Change]) -> str:
     """``1 node added, 2 nodes changed``: what the change list holds, in a few words."""
     nodes: dict[str, set[str]] = {"added": set(), "removed": set(), "changed": set()}
     modules: Counter[str] = Counter()
+    whole = whole_modules(changes)
     for change in changes:
         if change.node_id is not None:
-            which = {"+": "added", "-": "removed"}.get(change.sign, "changed")
-            nodes[which].add(change.node_id)
+            nodes[change.effect.word].add(change.node_id)
         elif change.kind is ChangeKind.MODULE_RENAMED:
             modules["renamed"] += 1
         elif change.kind in (ChangeKind.MODULE_ADDED, ChangeKind.MODULE_REMOVED):
-            modules[change.kind.value.split()[1]] += 1
+            inside = [p for p in ids.ancestors(ids.parent(change.subject)) if p in whole]
+            if not inside:  # a module inside a whole added one is part of it, as in the list
+                modules[change.effect.word] += 1
     nodes["changed"] -= nodes["added"]
-    parts = [f"{_count(len(ids), 'node')} {which}" for which, ids in nodes.items() if ids]
-    parts += [f"{_count(n, 'module')} {which}" for which, n in modules.items()]
+    parts = [f"{count(len(node_ids), 'node')} {which}" for which, node_ids in nodes.items() if node_ids]
+    parts += [f"{count(n, 'module')} {which}" for which, n in modules.items()]
     if not parts and changes:
         parts = ["the summary changed"]
     return ", ".join(parts) or "no difference found in the parsed data"
@@ -90,38 +43,22 @@ def headline(changes: list[Change]) -> str:
 
 def _rows(changes: list[Change]) -> list[tuple[str, str, str, str]]:
     """The columns of each change; a whole module added or removed is one row, not one per node."""
-    whole = {
-        ChangeKind.NODE_ADDED: ChangeKind.MODULE_ADDED,
-        ChangeKind.NODE_REMOVED: ChangeKind.MODULE_REMOVED,
-    }
-    modules = {(c.kind, c.subject): c for c in changes if c.kind in whole.values() and c.subject}
-
-    def owner(change: Change) -> Change | None:
-        if change.kind in whole:
-            path = change.subject.rpartition("/")[0].partition(":")[0]
-        elif change.kind in whole.values():
-            path = change.subject.rpartition(".")[0]  # a submodule folds into its parent's row
-        else:
-            return None
-        parts = path.split(".")
-        kind = whole.get(change.kind, change.kind)
-        return next((modules[kind, p] for p in (".".join(parts[:n]) for n in range(1, len(parts) + 1))
-                     if (kind, p) in modules), None)  # fmt: skip
-
-    members: dict[str, list[Change]] = {}
-    for change in changes:
-        top = owner(change)
-        if top is not None and change.kind in whole:
-            members.setdefault(top.subject, []).append(change)
+    whole = whole_modules(changes)
+    folded = {id(member): path for path, module in whole.items() for member in module.members}
     rows, shown = [], set()
     for change in changes:
-        top = owner(change) or (change if change.kind in whole.values() else None)
-        if top is None or len(members.get(top.subject, ())) < 2:
+        path = folded.get(id(change))
+        if path is None and change.kind.on_module:
+            path = next((p for p in ids.ancestors(change.subject) if p in whole), None)
+            if path is not None and whole[path].change.kind is not change.kind:
+                path = None
+        if path is None:
             rows.append(change.columns())
-        elif top.subject not in shown:
-            shown.add(top.subject)
-            nodes = _count(len(members[top.subject]), "node")
-            rows.append((top.sign, top.subject, top.detail, f"{nodes} {top.kind.value.split()[1]}"))
+        elif path not in shown:
+            shown.add(path)
+            top = whole[path].change
+            nodes = count(len(whole[path].members), "node")
+            rows.append((top.sign, top.subject, top.detail, f"{nodes} {top.effect.word}"))
     return rows
 
 
@@ -140,93 +77,39 @@ def change_lines(changes: list[Change], *, limit: int = MAX_CHANGES) -> list[str
     return lines
 
 
-def _record(item: pytest.Item | None, path: str | Path) -> str:
-    """Name an artifact in the junit-xml properties (and the "model diffs" summary)."""
-    shown = _display(path)
-    if item is not None:
-        item.user_properties.append((ARTIFACT_PROPERTY, shown))
-    return shown
+def missing(name: str, location: str) -> list[str]:
+    return [
+        f"model snapshot {name} does not exist",
+        f"snapshot: {location}",
+        "write it with: pytest --lens-update",
+    ]
 
 
-def _next_index(item: pytest.Item | None, counter: pytest.StashKey[int]) -> int:
-    if item is None:
-        return 0
-    count = item.stash[counter] = item.stash.get(counter, -1) + 1
-    return count
+def not_compared(name: str, location: str, error: BaseException) -> list[str]:
+    return [
+        f"model snapshot {name} could not be compared: {type(error).__name__}: {error}",
+        f"snapshot: {location}",
+    ]
 
 
-def _draw_diff(item: pytest.Item | None, comparison: Comparison, settings: Settings) -> str:
-    """Write the diff picture of one failed assertion; the message line that names it."""
-    from .render import render_diff
-
-    index = _next_index(item, _diffs_drawn)
-    path = artifact_path(item, settings, index=index, suffix=settings.picture_format)
-    try:
-        written = render_diff(comparison.old, comparison.new, path, comparison=comparison)
-    except RenderError as error:
-        kept = path.with_suffix(".gv")
-        if kept.is_file():
-            _record(item, kept)
-        return f"picture: not drawn: {error}"
-    except Exception as error:  # noqa: BLE001 - a drawing bug must not hide the diff itself
-        return f"picture: not drawn ({type(error).__name__}: {error})"
-    return f"picture: {_record(item, written)}"
+def unreadable(name: str, location: str, error: BaseException) -> list[str]:
+    return [f"model snapshot {name} cannot be read", f"  {error}", f"snapshot: {location}", ACCEPT]
 
 
-def failure_lines(item: pytest.Item | None, trace: Trace, snapshot: Any, settings: Settings) -> list[str]:
-    """The assertion message for ``trace == snapshot`` that failed."""
-    from .differ import compare
-    from .extension import last_result
+def not_listed(name: str, location: str, error: BaseException) -> list[str]:
+    problem = f"the changes could not be listed ({type(error).__name__}: {error})"
+    return [f"model snapshot {name} changed", f"  {problem}", f"snapshot: {location}", ACCEPT]
 
-    result = last_result(snapshot)
-    name = result.snapshot_name if result else "?"
-    location = _display(result.snapshot_location) if result else "?"
-    if result is None:
-        return [f"model snapshot {name} could not be compared"]
-    if result.exception is not None:
-        error = result.exception
-        return [
-            f"model snapshot {name} could not be compared: {type(error).__name__}: {error}",
-            f"snapshot: {location}",
-        ]
-    if result.recalled_data is None:
-        return [
-            f"model snapshot {name} does not exist",
-            f"snapshot: {location}",
-            "write it with: pytest --lens-update",
-        ]
-    try:
-        comparison = compare(str(result.recalled_data), trace, tolerance=trace.tolerance)
-    except SnapshotFormatError as error:
-        return [f"model snapshot {name} cannot be read", f"  {error}", f"snapshot: {location}", ACCEPT]
-    except Exception as error:  # noqa: BLE001 - the test failed either way; say so, not a traceback
-        problem = f"the changes could not be listed ({type(error).__name__}: {error})"
-        return [f"model snapshot {name} changed", f"  {problem}", f"snapshot: {location}", ACCEPT]
+
+def changed(name: str, location: str, comparison: Comparison, picture: str) -> list[str]:
+    """The message of a model that drifted: headline, changes, first NaN, picture, snapshot, next step."""
     # A NaN spreads to everything after it; the first node that made one is the lead.
-    nonfinite = trace.first_nonfinite
+    nonfinite = comparison.new.first_nonfinite
     return [
         f"model snapshot {name} changed: {headline(comparison.changes)}",
         *change_lines(comparison.changes),
         *([f"first NaN/Inf: {nonfinite.node_id} ({nonfinite.op})"] if nonfinite is not None else []),
-        _draw_diff(item, comparison, settings),
+        picture,
         f"snapshot: {location}",
         ACCEPT,
     ]
-
-
-def draw_model_picture(item: pytest.Item, trace: Trace, settings: Settings) -> Path | None:
-    """Draw a traced model into the artifacts directory (the ``--lens-pictures`` option).
-
-    Named ``<test>.model.<format>`` so that a diff picture of the same test never
-    overwrites it. A picture that cannot be drawn becomes a warning, never a failure.
-    """
-    from .render import render_trace
-
-    index = _next_index(item, _models_drawn)
-    path = artifact_path(item, settings, index=index, suffix=f"model.{settings.picture_format}")
-    try:
-        written = Path(render_trace(trace, path))
-    except Exception as error:  # noqa: BLE001 - a picture is a by-product; the test goes on
-        item.warn(pytest.PytestWarning(f"model picture not drawn: {error}"))
-        return None
-    return written

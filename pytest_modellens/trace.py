@@ -18,20 +18,31 @@ change in one place of a model changes the ids of that place only (see DESIGN.md
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from .differ import Change
+from . import ids
+from .errors import NodeNotFoundError
 
-#: Bytes per element of each dtype name the tracer writes (``str(torch.float32)`` less ``torch.``).
+if TYPE_CHECKING:
+    from .changes import Change
+
+#: Bytes per element of each dtype name the tracer writes (``str(torch.float32)`` less ``torch.``),
+#: as torch stores them (``dtype.itemsize``: sub-byte and packed types take one byte each). The
+#: tracer adds any dtype a newer torch brings from ``itemsize``; a test holds this table to torch's.
 DTYPE_SIZES = {
     "bool": 1, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "uint32": 4, "int32": 4,
     "uint64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
     "complex32": 4, "complex64": 8, "complex128": 16,
     "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
+    "float8_e8m0fnu": 1, "float4_e2m1fn_x2": 1,
+    "uint1": 1, "uint2": 1, "uint3": 1, "uint4": 1, "uint5": 1, "uint6": 1, "uint7": 1,
+    "int1": 1, "int2": 1, "int3": 1, "int4": 1, "int5": 1, "int6": 1, "int7": 1,
+    "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1, "quint2x4": 1,
+    "bits1x8": 1, "bits2x4": 1, "bits4x2": 1, "bits8": 1, "bits16": 2,
 }  # fmt: skip
 
 
@@ -151,19 +162,19 @@ class Node:
     def scope(self) -> str:
         """Module path and call (``cell:3``) of an op or condition; ``""`` at the root."""
         if self.kind.in_forward:
-            return self.node_id.rpartition("/")[0]
+            return ids.split_op_id(self.node_id)[0]
         return ""
 
     @property
     def module_path(self) -> str:
-        return self.scope.partition(":")[0]
+        return ids.scope_path(self.scope)
 
     @property
     def refs(self) -> tuple[str, ...]:
         """The references other nodes use for this node's outputs."""
         if len(self.outputs) <= 1:
             return (self.node_id,)
-        return tuple(f"{self.node_id}#{k}" for k in range(len(self.outputs)))
+        return tuple(ids.output_ref(self.node_id, k) for k in range(len(self.outputs)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +198,7 @@ class ParamInfo:
 
     @property
     def ref(self) -> str:
-        return f"{'buffer' if self.is_buffer else 'param'}:{self.name}"
+        return ids.tensor_ref(self.name, is_buffer=self.is_buffer)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -235,7 +246,7 @@ class Trace:
 
     @property
     def param_op_count(self) -> int:
-        return sum(1 for node in self.op_nodes if any(r.startswith("param:") for r in node.inputs))
+        return sum(1 for node in self.op_nodes if any(map(ids.is_param, node.inputs)))
 
     @property
     def passes(self) -> int:
@@ -246,7 +257,7 @@ class Trace:
         """
         groups: Counter[tuple[str, tuple[str, ...]]] = Counter()
         for node in self.op_nodes:
-            params = tuple(sorted(r for r in node.inputs if r.startswith("param:")))
+            params = tuple(sorted(filter(ids.is_param, node.inputs)))
             if params:
                 groups[node.op, params] += 1
         return max(groups.values(), default=1)
@@ -261,7 +272,7 @@ class Trace:
         consumers: dict[str, set[str]] = {}
         for node in self.nodes:
             for ref in node.inputs:
-                if ref.startswith(("param:", "buffer:", "const:")):
+                if not ids.is_node_ref(ref):
                     continue
                 users = consumers.setdefault(ref, set())
                 users.add(node.node_id)
@@ -282,10 +293,13 @@ class Trace:
         return None
 
     def node(self, node_id: str) -> Node:
+        """The node with this id; :class:`LookupError` naming the nearest ids when there is none."""
         for node in self.nodes:
             if node.node_id == node_id:
                 return node
-        raise KeyError(f"no node {node_id!r} in the trace of {self.model}")
+        near = difflib.get_close_matches(node_id, [n.node_id for n in self.nodes], n=3)
+        hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+        raise NodeNotFoundError(f"no node {node_id!r} in the trace of {self.model}{hint}")
 
     # -- views -----------------------------------------------------------------------
 
@@ -297,7 +311,7 @@ class Trace:
 
     def summary(self) -> str:
         """A TorchLens-style log of the forward pass."""
-        from .summary import format_summary
+        from .log import format_summary
 
         return format_summary(self)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 import pytest_modellens as pm
 from pytest_modellens import differ
-from pytest_modellens.differ import Change, ChangeKind
+from pytest_modellens.changes import Change, ChangeKind
 from pytest_modellens.report import change_lines, headline
 
 torch.manual_seed(0)
@@ -85,14 +85,14 @@ def test_op_changed_in_place() -> None:
     assert not only(changes, ChangeKind.NODE_ADDED) and not only(changes, ChangeKind.NODE_REMOVED)
 
 
-def test_output_shape_parameters_and_extra_repr() -> None:
+def test_output_shape_parameters_and_config() -> None:
     changes = pm.diff(traced(out=1), traced(out=2))
     shapes = {c.subject: c for c in only(changes, ChangeKind.OUTPUT_CHANGED)}
     assert shapes["hidden_to_output/linear"].detail == "shape"
     assert shapes["hidden_to_output/linear"].columns()[3] == "float32[4, 1] -> float32[4, 2]"
     assert set(shapes) == {"hidden_to_output/linear", "sigmoid:2/sigmoid", "output"}
     (config,) = only(changes, ChangeKind.MODULE_RECONFIGURED)
-    assert (config.subject, config.detail) == ("hidden_to_output", "extra_repr")
+    assert (config.subject, config.detail) == ("hidden_to_output", "config")
     assert config.columns()[3] == "out_features=1 -> out_features=2"  # only the setting that moved
     params = {c.subject: c.columns()[3] for c in only(changes, ChangeKind.PARAMS_CHANGED)}
     # The count is named on the module that owns the weights, not on every ancestor.

@@ -78,7 +78,7 @@ def test_the_message_names_each_change_and_the_picture_shows_it(suite: pytest.Py
             "*  + hidden_to_output/relu * relu * float32[[]4, 2]",
             "*  ~ hidden_to_output/linear * shape * float32[[]4, 1] -> float32[[]4, 2]",
             "*  ~ sigmoid:2/sigmoid * inputs * hidden_to_output/linear -> hidden_to_output/relu",
-            "*  ~ hidden_to_output * extra_repr * out_features=1 -> out_features=2",
+            "*  ~ hidden_to_output * config * out_features=1 -> out_features=2",
             "*  ... and * more",
             f"*picture: {PICTURE}",
             "*snapshot: __snapshots__/test_models/test_net.lens.json",

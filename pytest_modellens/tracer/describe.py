@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .trace import Stats, TensorSpec
+from ..trace import DTYPE_SIZES, Stats, TensorSpec
 
 #: Lists and tuples longer than this are written as ``<list of N>`` in node arguments.
 MAX_LISTED_ARGS = 16
@@ -61,6 +61,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     name = _dtype_names.get(dtype)
     if name is None:
         name = _dtype_names[dtype] = str(dtype).removeprefix("torch.")
+        DTYPE_SIZES.setdefault(name, dtype.itemsize)  # a dtype newer than the table
     return name
 
 

@@ -1,4 +1,4 @@
-"""Run a model's forward pass once and record every tensor operation as a Trace.
+"""The recorder: a TorchFunctionMode that writes down every tensor operation of one forward.
 
 The tracer is a scoped ``torch.overrides.TorchFunctionMode`` plus global module
 forward pre/post hooks. Operations are named at the function level (``linear``,
@@ -36,10 +36,8 @@ themselves would keep every activation of the forward alive and slow the forward
 from __future__ import annotations
 
 import inspect
-import sys
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,15 +45,14 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.modules.module import (
     register_module_forward_hook,
-    register_module_forward_pre_hook,
 )
 from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode, handle_torch_function
 
+from .. import ids
+from ..trace import Node, NodeKind, Stats
 from .describe import compute_stats, describe, flatten, op_name, spec_of, tensors_in
-from .errors import TraceError
-from .model_info import ModelState, ModuleTree, bind_inputs, module_table, param_table
-from .trace import Node, NodeKind, Stats, Tolerance, Trace
+from .modules import ModuleTree
 
 #: Operations that turn tensor values into a Python bool: the forward branches on data.
 _CONDITION_OPS = frozenset({"bool", "equal", "allclose", "is_nonzero", "contains"})
@@ -73,7 +70,7 @@ _EXIT_HOOK_OPTIONS = {"always_call": True} | (
 _function_ops: dict[type, Callable[..., Any]] = {}
 
 
-class _Recorder(TorchFunctionMode):
+class Recorder(TorchFunctionMode):
     """Records operations while active; one instance per call of :func:`trace`."""
 
     def __init__(self, tree: ModuleTree, *, stats: bool) -> None:
@@ -88,13 +85,12 @@ class _Recorder(TorchFunctionMode):
         #: that proves the id still belongs to that tensor: outputs of traced
         #: operations, inputs, and (named once, up front) parameters and buffers.
         self.producers: dict[int, tuple[weakref.ref[Tensor], str]] = {}
-        self.named: dict[int, tuple[str, Tensor]] = {}
+        #: ``(name, is_buffer, tensor)`` of each parameter and buffer by id, first name first.
+        self.named: dict[int, tuple[str, bool, Tensor]] = {}
         self._name_tensors(tree)
         #: Tensors an in-place operation may not leave changed: parameters and inputs.
         self.protected = {
-            key
-            for key, (ref, tensor) in self.named.items()
-            if ref.startswith("param:") and not is_lazy(tensor)
+            key for key, (_, is_buffer, tensor) in self.named.items() if not is_buffer and not is_lazy(tensor)
         }
         self.saved: dict[int, tuple[Tensor, Tensor]] = {}
         self.scopes: list[str] = [""]
@@ -105,19 +101,25 @@ class _Recorder(TorchFunctionMode):
 
     def _name_tensors(self, tree: ModuleTree) -> None:
         """Name parameters and buffers (a shared one once, under its first name)."""
-        params = [(f"param:{name}", p) for name, p in tree.params]
-        buffers = [(f"buffer:{name}", b) for name, b in tree.buffers]
-        for ref, tensor in params + buffers:
-            if id(tensor) not in self.named:
-                self.named[id(tensor)] = (ref, tensor)
-                self.producers[id(tensor)] = (weakref.ref(tensor), ref)
+        for table, is_buffer in ((tree.params, False), (tree.buffers, True)):
+            for name, tensor in table:
+                if id(tensor) not in self.named:
+                    self.named[id(tensor)] = (name, is_buffer, tensor)
+                    ref = ids.tensor_ref(name, is_buffer=is_buffer)
+                    self.producers[id(tensor)] = (weakref.ref(tensor), ref)
 
     # -- inputs and outputs ------------------------------------------------------------
 
     def add_inputs(self, tensors: list[tuple[str, Tensor]]) -> None:
         for path, tensor in tensors:
             node = Node(
-                f"input:{path}", NodeKind.INPUT, "input", (), (), (spec_of(tensor),), self.stats_of([tensor])
+                ids.input_id(path),
+                NodeKind.INPUT,
+                "input",
+                (),
+                (),
+                (spec_of(tensor),),
+                self.stats_of([tensor]),
             )
             self.add_node(node, [tensor])
             self.protected.add(id(tensor))
@@ -127,11 +129,16 @@ class _Recorder(TorchFunctionMode):
         tensors: list[tuple[str, Tensor]] = []
         description = flatten(result, "", tensors)
         for path, tensor in tensors:
-            node_id = f"output:{path}" if path else "output"
             spec = (spec_of(tensor),)
             self.nodes.append(
                 Node(
-                    node_id, NodeKind.OUTPUT, "output", (self.ref(tensor),), (), spec, self.stats_of([tensor])
+                    ids.output_id(path),
+                    NodeKind.OUTPUT,
+                    "output",
+                    (self.ref(tensor),),
+                    (),
+                    spec,
+                    self.stats_of([tensor]),
                 )
             )
         return description
@@ -164,7 +171,7 @@ class _Recorder(TorchFunctionMode):
                     self.saved.setdefault(id(buf), (buf, buf.detach().clone()))
         path = self._path_of(module)
         call = self.calls[path] = self.calls.get(path, 0) + 1
-        self.scopes.append(path if call == 1 else f"{path}:{call}")
+        self.scopes.append(ids.scope(path, call))
         self.owners.append(module)
 
     def exit_module(self, module: nn.Module, args: Any, *rest: Any) -> None:
@@ -208,7 +215,7 @@ class _Recorder(TorchFunctionMode):
 
     def ref(self, tensor: Tensor) -> str:
         """How a node names a tensor it reads: its producer's id, ``param:``/``buffer:`` or ``const:``."""
-        return self._producer(tensor) or f"const:{spec_of(tensor)}"
+        return self._producer(tensor) or ids.const_ref(spec_of(tensor))
 
     def add_node(self, node: Node, tensors: list[Tensor]) -> None:
         self.nodes.append(node)
@@ -222,8 +229,7 @@ class _Recorder(TorchFunctionMode):
         scope = self.scopes[-1]
         key = (scope, op)
         n = self.op_counts[key] = self.op_counts.get(key, 0) + 1
-        name = op if n == 1 else f"{op}:{n}"
-        return f"{scope}/{name}" if scope else name
+        return ids.op_id(scope, op, n)
 
     def stats_of(self, tensors: list[Tensor]) -> tuple[Stats | None, ...]:
         return tuple(compute_stats(t) for t in tensors) if self.stats else ()
@@ -336,98 +342,3 @@ def _checkpoint_function() -> type:
     from torch.utils.checkpoint import CheckpointFunction
 
     return CheckpointFunction
-
-
-@contextmanager
-def _tracing(recorder: _Recorder, state: ModelState) -> Iterator[None]:
-    """What the trace needs while the forward runs; all of it undone on the way out."""
-    with ExitStack() as scope:
-        scope.callback(state.restore, recorder.saved)  # runs last
-        scope.enter_context(torch.no_grad())
-        if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance"):
-            scope.enter_context(torch.compiler.set_stance("force_eager"))  # compiled parts run eagerly
-        for hook in (
-            register_module_forward_pre_hook(recorder.enter_module),
-            register_module_forward_hook(recorder.exit_module, **_EXIT_HOOK_OPTIONS),
-        ):
-            scope.callback(hook.remove)
-        torch.autograd.Function.apply = classmethod(  # type: ignore[method-assign, assignment]
-            lambda cls, *args, **kwargs: recorder.apply_function(cls, args, kwargs)
-        )
-        scope.callback(setattr, torch.autograd.Function, "apply", _FUNCTION_APPLY)
-        yield
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module a ``torch.compile`` wrapper holds, so compiling does not change the snapshot."""
-    inner = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
-    return inner if isinstance(inner, nn.Module) else model
-
-
-def trace(
-    model: nn.Module,
-    /,
-    *args: Any,
-    stats: bool = False,
-    rtol: float | None = None,
-    atol: float | None = None,
-    **kwargs: Any,
-) -> Trace:
-    """Run ``model(*args, **kwargs)`` once and return the record of every tensor operation.
-
-    ``stats=True`` also records mean, std, min, max and NaN/Inf counts of every output;
-    ``rtol``/``atol`` set how far those may move when the trace is compared with a
-    snapshot. The forward runs under ``torch.no_grad()`` (and eagerly, for a
-    ``torch.compile``-d model). The model and the inputs are left exactly as they were,
-    even if the forward raises.
-    """
-    if not isinstance(model, nn.Module):
-        raise TraceError(
-            f"trace() needs a torch.nn.Module as its first argument (got {type(model).__name__!r}); "
-            "wrap a plain function in an nn.Module whose forward calls it"
-        )
-    model = _unwrap(model)
-    tolerance = Tolerance().overridden(rtol=rtol, atol=atol)
-    named_inputs = bind_inputs(model, args, kwargs)
-    input_tensors: list[tuple[str, Tensor]] = []
-    inputs_desc = flatten(named_inputs, "", input_tensors)
-    tree = ModuleTree.of(model)
-    if stats and (any(t.is_meta for _, t in input_tensors) or any(p.is_meta for _, p in tree.params)):
-        raise TraceError(
-            f"statistics need tensor values, but {type(model).__name__} or its inputs are on "
-            "the meta device; trace it without stats=True (structure only), or build it on a real device"
-        )
-
-    recorder = _Recorder(tree, stats=stats)
-    recorder.add_inputs(input_tensors)
-    state = ModelState(tree)
-    with _tracing(recorder, state):
-        try:
-            with recorder:
-                result = model(*args, **kwargs)
-            # Before anything is put back: an output may be an input written in place.
-            outputs_desc = recorder.add_outputs(result)
-        except Exception as error:
-            ops = [node.node_id for node in recorder.nodes if node.kind.in_forward]
-            where = f"last operation traced: {ops[-1]}" if ops else "before its first operation"
-            raise TraceError(
-                f"the forward pass of {type(model).__name__} raised {type(error).__name__}: {error} "
-                f"({where}); the model was left unchanged"
-            ) from error
-    changed = state.unrestorable(recorder.saved)
-    if changed:
-        raise TraceError(
-            f"the forward pass of {type(model).__name__} changed {len(changed)} parameter(s) in place "
-            "inside an operation the tracer cannot see into, so they could not be put back; "
-            "avoid writing parameters during forward"
-        )
-
-    return Trace(
-        model=type(model).__name__,
-        inputs=inputs_desc,
-        outputs=outputs_desc,
-        nodes=tuple(recorder.nodes),
-        modules=module_table(model, foreign=recorder.foreign, calls=recorder.calls),
-        params=param_table(recorder.named),
-        tolerance=tolerance,
-    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from . import ids
 from .trace import Trace
 
 
@@ -39,8 +40,8 @@ def layer_labels(trace: Trace) -> dict[str, str]:
 
 def _scope_label(scope: str, calls: dict[str, int]) -> str:
     """``sigmoid:1``/``sigmoid:2`` for a module that ran twice, the plain path otherwise."""
-    path, _, call = scope.partition(":")
-    return f"{path}:{call or 1}" if calls.get(path, 1) > 1 else path
+    path, call = ids.split_scope(scope)
+    return f"{path}:{call}" if calls.get(path, 1) > 1 else path
 
 
 def module_hierarchy(trace: Trace) -> list[str]:
@@ -52,14 +53,13 @@ def module_hierarchy(trace: Trace) -> list[str]:
         scope = node.scope
         if not scope or scope in seen:
             continue
-        parts = scope.partition(":")[0].split(".")
-        for depth in range(1, len(parts)):  # parents first, once each
-            parent = ".".join(parts[:depth])
+        prefixes = ids.ancestors(ids.scope_path(scope))
+        for depth, parent in enumerate(prefixes[:-1]):  # parents first, once each
             if parent in calls and parent not in seen:
                 seen.add(parent)
-                lines.append("\t" * (depth - 1) + parent)
+                lines.append("\t" * depth + parent)
         seen.add(scope)
-        lines.append("\t" * (len(parts) - 1) + _scope_label(scope, calls))
+        lines.append("\t" * (len(prefixes) - 1) + _scope_label(scope, calls))
     return lines
 
 

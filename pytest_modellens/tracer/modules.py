@@ -1,4 +1,4 @@
-"""The model's side of a trace: its inputs named, its modules tabled, its state put back."""
+"""The model's side of a trace: its module tree walked once, its inputs named, its modules tabled."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
-from torch.nn.parameter import is_lazy
 
+from .. import ids
+from ..trace import ModuleInfo, ParamInfo
 from .describe import spec_of
-from .trace import ModuleInfo, ParamInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +43,6 @@ class ModuleTree:
                 continue
             seen_modules.add(id(module))
             modules.append((path, module))
-            dot = f"{path}." if path else ""
             for table, found, seen in (
                 (module._parameters, params, seen_params),
                 (module._buffers, buffers, seen_buffers),
@@ -52,43 +50,8 @@ class ModuleTree:
                 for name, tensor in table.items():
                     if tensor is not None and id(tensor) not in seen:
                         seen.add(id(tensor))
-                        found.append((dot + name, tensor))
+                        found.append((ids.join(path, name), tensor))
         return cls(paths, modules, params, buffers)
-
-
-class ModelState:
-    """What a forward pass may change and a trace must put back."""
-
-    def __init__(self, tree: ModuleTree) -> None:
-        self.training = [(m, m.training) for _, m in tree.modules]
-        # Native kernels (batch_norm's running statistics) write buffers without bumping
-        # their version counter, so every buffer is copied and put back.
-        # A lazy module's first forward makes its parameters: that change is expected.
-        self.buffers = [(b, b.detach().clone()) for _, b in tree.buffers if not is_lazy(b)]
-        self.params = [(p, p._version) for _, p in tree.params if not is_lazy(p)]
-        self.cpu_rng = torch.get_rng_state()
-        self.cuda_rng = (
-            torch.cuda.get_rng_state_all()
-            if torch.cuda.is_available() and torch.cuda.is_initialized()
-            else None
-        )
-
-    def restore(self, saved: dict[int, tuple[Tensor, Tensor]]) -> None:
-        with torch.no_grad():
-            for buf, copy in self.buffers:
-                buf.copy_(copy)
-            for tensor, copy in saved.values():
-                tensor.copy_(copy)
-        for module, training in self.training:
-            if module.training is not training:  # nn.Module.__setattr__ is slow: skip the no-ops
-                module.training = training
-        torch.set_rng_state(self.cpu_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-
-    def unrestorable(self, saved: dict[int, tuple[Tensor, Tensor]]) -> list[Tensor]:
-        """Parameters changed in place by code the tracer could not see (native ops)."""
-        return [p for p, version in self.params if p._version != version and id(p) not in saved]
 
 
 def bind_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +103,7 @@ def module_table(
     seen_foreign = {id(m) for _, m in foreign}
     for root, module in foreign:
         entries += [
-            (f"{root}.{sub}", m) for sub, m in module.named_modules() if sub and id(m) not in seen_foreign
+            (ids.join(root, sub), m) for sub, m in module.named_modules() if sub and id(m) not in seen_foreign
         ]
     params = parameter_counts(entries)
     for path, module in entries:
@@ -160,10 +123,9 @@ def module_table(
     return tuple(rows)
 
 
-def param_table(named: dict[int, tuple[str, Tensor]]) -> tuple[ParamInfo, ...]:
-    """The model's parameters and buffers, then those of modules met outside its tree."""
-    rows = []
-    for ref, tensor in named.values():
-        kind, _, name = ref.partition(":")
-        rows.append(ParamInfo(name, kind == "buffer", spec_of(tensor)))
-    return tuple(rows)
+def param_table(named: dict[int, tuple[str, bool, Tensor]]) -> tuple[ParamInfo, ...]:
+    """The model's parameters and buffers, then those of modules met outside its tree.
+
+    ``named`` holds ``(name, is_buffer, tensor)`` by tensor id, in the order they were named.
+    """
+    return tuple(ParamInfo(name, is_buffer, spec_of(tensor)) for name, is_buffer, tensor in named.values())

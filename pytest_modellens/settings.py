@@ -1,0 +1,146 @@
+"""The plugin's options: command-line flags and ini keys, merged and checked once per session.
+
+Every option has an ini key for ``[tool.pytest.ini_options]``; the command line wins. A bad
+value stops the run with :class:`pytest.UsageError` naming the option or key and the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .picture import PICTURE_FORMATS
+from .trace import Tolerance
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The plugin's options after command line and ini are merged and checked."""
+
+    update: bool
+    artifacts_dir: Path
+    stats: bool
+    tolerance: Tolerance
+    seed: int
+    pictures: bool
+    picture_format: str
+
+
+settings_key = pytest.StashKey[Settings]()
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number (got {text!r})") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number (got {text!r})")
+    return value
+
+
+def _picture_format(text: str) -> str:
+    if text not in PICTURE_FORMATS:
+        raise ValueError(f"expected one of {', '.join(PICTURE_FORMATS)}")
+    return text
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """The ``--lens-*`` options and ``lens_*`` ini keys."""
+    group = parser.getgroup("modellens", "model snapshots (pytest-modellens)")
+    group.addoption(
+        "--lens-update",
+        action="store_true",
+        default=False,
+        help="write missing and refresh changed snapshots (syrupy's --snapshot-update)",
+    )
+    group.addoption(
+        "--lens-artifacts",
+        metavar="DIR",
+        help="where diff pictures go (default: lens-artifacts/ under the rootdir)",
+    )
+    group.addoption(
+        "--lens-stats",
+        action="store_true",
+        default=None,
+        help="record activation statistics in every model snapshot",
+    )
+    group.addoption(
+        "--lens-rtol",
+        type=_non_negative_float,
+        metavar="X",
+        help="relative tolerance of statistics (default 1e-3)",
+    )
+    group.addoption(
+        "--lens-atol",
+        type=_non_negative_float,
+        metavar="X",
+        help="absolute tolerance of statistics (default 1e-5)",
+    )
+    group.addoption(
+        "--lens-seed",
+        type=int,
+        metavar="N",
+        help="seed of torch's RNGs in tests using model_trace (default 0)",
+    )
+    group.addoption(
+        "--lens-pictures",
+        action="store_true",
+        default=None,
+        help="also draw every traced model into the artifacts directory",
+    )
+    group.addoption("--lens-format", choices=PICTURE_FORMATS, help="picture format: svg (default) or png")
+    parser.addini(
+        "lens_artifacts",
+        "directory for model diff pictures, relative to the rootdir",
+        default="lens-artifacts",
+    )
+    parser.addini("lens_stats", "record activation statistics in model snapshots", type="bool", default=False)
+    parser.addini("lens_rtol", "relative tolerance of activation statistics", default=str(Tolerance().rtol))
+    parser.addini("lens_atol", "absolute tolerance of activation statistics", default=str(Tolerance().atol))
+    parser.addini("lens_seed", "seed of torch's RNGs in tests using model_trace", default="0")
+    parser.addini(
+        "lens_pictures", "draw every traced model into the artifacts directory", type="bool", default=False
+    )
+    parser.addini("lens_picture_format", "picture format: svg or png", default="svg")
+
+
+def _ini(config: pytest.Config, name: str, convert: Callable[[str], Any]) -> Any:
+    raw = config.getini(name)
+    try:
+        return convert(str(raw).strip())
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        raise pytest.UsageError(
+            f"ini key '{name}' {error}"
+            if isinstance(error, argparse.ArgumentTypeError)
+            else f"ini key '{name}' has a bad value {raw!r}: {error}"
+        ) from None
+
+
+def from_config(config: pytest.Config) -> Settings:
+    """The session's settings: each option from the command line, else from its ini key."""
+    option = config.option
+    rtol = (
+        option.lens_rtol if option.lens_rtol is not None else _ini(config, "lens_rtol", _non_negative_float)
+    )
+    atol = (
+        option.lens_atol if option.lens_atol is not None else _ini(config, "lens_atol", _non_negative_float)
+    )
+    seed = option.lens_seed if option.lens_seed is not None else _ini(config, "lens_seed", int)
+    artifacts = Path(option.lens_artifacts or config.getini("lens_artifacts"))
+    return Settings(
+        update=option.lens_update,
+        artifacts_dir=artifacts if artifacts.is_absolute() else config.rootpath / artifacts,
+        stats=option.lens_stats if option.lens_stats is not None else bool(config.getini("lens_stats")),
+        tolerance=Tolerance(rtol=rtol, atol=atol),
+        seed=seed,
+        pictures=option.lens_pictures
+        if option.lens_pictures is not None
+        else bool(config.getini("lens_pictures")),
+        picture_format=option.lens_format or _ini(config, "lens_picture_format", _picture_format),
+    )
