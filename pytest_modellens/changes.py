@@ -90,8 +90,8 @@ class Change:
     """One difference between the old and the new model.
 
     ``subject`` is what changed, in the new model's names (the old one's for removals):
-    a node id (``id#k`` for one output of several), a module path, a parameter ref, or
-    ``model`` for the summary. ``detail`` says which part of it (``inputs``,
+    a node id (``id#k`` for one output of several), a module path (``""`` for the root,
+    shown as ``<root>``), a parameter ref, or ``<root>`` for the model's summary. ``detail`` says which part of it (``inputs``,
     ``config``, ``mean``...); ``old``/``new`` are the values before and after, None
     where there was none; ``tolerance`` is set on statistics only.
     """

@@ -178,9 +178,12 @@ def compare(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None =
         changes.append(
             Change(ChangeKind.PARAMS_CHANGED, ref, "tensor", before["params"][ref], after["params"][ref])
         )
+    root_class_changed = any(c.subject == "" and c.detail == "class" for c in module_changes)
     for key in sorted({key for key, _ in touched["summary"]}):
+        if key == "model" and root_class_changed:
+            continue  # the summary's model is the root module's class, listed already
         kind = ChangeKind.STRUCTURE_CHANGED if key in _STRUCTURE_KEYS else ChangeKind.SUMMARY_CHANGED
-        changes.append(Change(kind, "model", key, before["summary"].get(key), after["summary"].get(key)))
+        changes.append(Change(kind, ids.ROOT, key, before["summary"].get(key), after["summary"].get(key)))
     for ref, field in in_order("stats", {ref: k for k, ref in enumerate(new_data.get("stats", {}))}):
         change = _stat_change(ref, field, before["stats"][ref], after["stats"][ref], tolerance)
         if change is not None:
@@ -189,7 +192,7 @@ def compare(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None =
     if had_stats != has_stats:
         recorded = {True: "recorded", False: "not recorded"}
         changes.append(
-            Change(ChangeKind.SUMMARY_CHANGED, "model", "stats", recorded[had_stats], recorded[has_stats])
+            Change(ChangeKind.SUMMARY_CHANGED, ids.ROOT, "stats", recorded[had_stats], recorded[has_stats])
         )
     changes.sort(key=lambda c: c.kind.rank)  # stable: graph order within a kind
     return Comparison(old_trace, new_trace, matching, changes)

@@ -50,10 +50,12 @@ def test_dump_load_dump_gives_the_same_bytes() -> None:
     net = nn.Sequential(
         nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)
     )
+    x = torch.randn(2, 3, 8, 8)
     for stats in (False, True):
-        text = lens.trace(net, torch.randn(2, 3, 8, 8), stats=stats).dumps()
+        text = lens.trace(net, x, stats=stats).dumps()
         assert lens.loads(text).dumps() == text
-        assert lens.loads(text) == lens.trace(net, torch.randn(2, 3, 8, 8), stats=stats) or stats
+        assert lens.loads(text) == lens.trace(net, x, stats=stats)
+    assert lens.loads(text) != lens.trace(net, x * 2, stats=True), "statistics take part in the comparison"
 
 
 def test_inserting_one_op_between_blocks_changes_a_handful_of_lines() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from unchanged import assert_unchanged, observe
 
 import pytest_modellens as lens
 
@@ -95,8 +96,7 @@ def _cache_argument(model: Any) -> str:
 def test_traces_every_op_the_same_way_twice_and_leaves_the_model_as_it_was(name: str) -> None:
     model, inputs = _build(name)
     _, _, output_keys, expected_op = MODELS[name]
-    before = {key: value.clone() for key, value in model.state_dict().items()}
-    rng = torch.get_rng_state()
+    before = observe(model, inputs)
 
     first = lens.trace(model, **inputs)
     again = lens.trace(model, **inputs)
@@ -107,8 +107,7 @@ def test_traces_every_op_the_same_way_twice_and_leaves_the_model_as_it_was(name:
     nodes = json.loads(first.dumps())["nodes"]
     assert not [ref for node in nodes.values() for ref in node.get("in", []) if ref.startswith("const:")]
     assert {f"input:{key}" for key, value in inputs.items() if isinstance(value, torch.Tensor)} <= set(nodes)
-    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
-    assert torch.equal(rng, torch.get_rng_state())
+    assert_unchanged(before, observe(model, inputs))
 
 
 @pytest.mark.parametrize("name", ["bert", "llama"])

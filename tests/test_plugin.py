@@ -109,34 +109,44 @@ def test_several_assertions_in_one_test_get_one_file_each(pytester: pytest.Pytes
     assert pytester.runpytest().ret == 0
 
 
-def test_the_whole_cycle_under_xdist(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytester.makepyfile(
-        test_many="""
-        import os
-        import pytest
-        import torch
-        from torch import nn
+MANY_TESTS = """
+import os
+import pytest
+import torch
+from torch import nn
 
-        @pytest.mark.parametrize("width", [2, 3, 4, 5])
-        def test_mlp(model_trace, snapshot, width):
-            hidden = width + int(os.environ.get("LENS_EXTRA", "0"))
-            net = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-            assert model_trace(net, torch.ones(2, width)) == snapshot
-        """
-    )
+@pytest.mark.parametrize("width", [2, 3, 4, 5])
+def test_mlp(model_trace, snapshot, width):
+    hidden = width + int(os.environ.get("LENS_EXTRA", "0"))
+    net = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+    assert model_trace(net, torch.ones(2, width)) == snapshot
+"""
+
+
+def _snapshot_bytes(pytester: pytest.Pytester) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in pytester.path.glob("__snapshots__/test_many/*.lens.json")}
+
+
+def test_xdist_workers_write_the_bytes_a_plain_run_writes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_many=MANY_TESTS)
     result = pytester.runpytest_subprocess("-n", "2", "--lens-update")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*4 snapshots generated*"])
-    written = {p.name: p.read_bytes() for p in pytester.path.glob("__snapshots__/test_many/*.lens.json")}
+    written = _snapshot_bytes(pytester)
     assert len(written) == 4
 
-    # The bytes a worker writes are the bytes a plain run writes.
     for name in written:
         (pytester.path / "__snapshots__/test_many" / name).unlink()
-    assert pytester.runpytest_subprocess("--lens-update").ret == 0
-    assert {
-        p.name: p.read_bytes() for p in pytester.path.glob("__snapshots__/test_many/*.lens.json")
-    } == written
+    assert pytester.runpytest("--lens-update").ret == 0
+    assert _snapshot_bytes(pytester) == written
+
+
+def test_passing_and_failing_runs_under_xdist(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_many=MANY_TESTS)
+    assert pytester.runpytest("--lens-update").ret == 0
+    written = _snapshot_bytes(pytester)
 
     result = pytester.runpytest_subprocess("-n", "2")
     assert result.ret == 0
@@ -147,6 +157,7 @@ def test_the_whole_cycle_under_xdist(pytester: pytest.Pytester, monkeypatch: pyt
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*4 failed*"])
     assert result.stdout.str().count("pytest --lens-update") >= 4
+    assert _snapshot_bytes(pytester) == written, "a failing run changes no snapshot"
 
 
 def test_bad_option_values_are_usage_errors(reference_suite: pytest.Pytester) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -129,9 +129,12 @@ def test_rolled_view_draws_a_loop_once(tmp_path: Path) -> None:
     assert sum("rnn_tanh_cell" in text for _, text in rolled.values()) == 1
     assert "rnn_tanh_cell x3" in rolled["cell/rnn_tanh_cell"][1]
     assert "cell (RNNCell) x3" in clusters(svg)
-    assert "cell/rnn_tanh_cell -> cell/rnn_tanh_cell" in render.to_dot(
-        render.trace_graph(trace, rolled=True)
-    ).replace("n3 -> n3", "cell/rnn_tanh_cell -> cell/rnn_tanh_cell")  # the recurrence is a loop edge
+    # The recurrence is a loop edge: from the rolled cell to itself, in the graph and in the DOT.
+    graph = render.trace_graph(trace, rolled=True)
+    assert ("cell/rnn_tanh_cell", "cell/rnn_tanh_cell") in graph.edges
+    dot = render.to_dot(graph)
+    name = re.search(r'(\w+) \[label=[^\n]*id="lens:cell/rnn_tanh_cell"', dot)
+    assert name is not None and f"{name[1]} -> {name[1]} " in dot
 
 
 def test_diff_picture_colours_added_removed_changed_and_unchanged(tmp_path: Path) -> None:
@@ -253,7 +256,7 @@ def test_no_renderer_at_all_keeps_the_dot_file(tmp_path: Path, monkeypatch: pyte
     assert (tmp_path / "net.gv").read_text().startswith("digraph")
 
 
-def test_a_one_layer_change_in_gpt2_small_is_a_small_picture_made_fast(tmp_path: Path) -> None:
+def test_a_one_layer_change_in_gpt2_small_is_a_small_picture(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     with torch.device("meta"):  # GPT-2 small's structure, without allocating its weights
         model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=12, n_embd=768)).eval()
@@ -262,10 +265,8 @@ def test_a_one_layer_change_in_gpt2_small_is_a_small_picture_made_fast(tmp_path:
     model.transformer.h[5].mlp.act = nn.ReLU()
     new = pm.trace(model, ids).dumps()
 
-    started = time.perf_counter()
     comparison = compare(old, new)
     svg = Path(render.render_diff(old, new, tmp_path / "gpt2.svg", comparison=comparison))
-    assert time.perf_counter() - started < 5.0
     drawn = nodes(svg)
     assert len(drawn) < 50  # of more than 500 nodes
     assert drawn["transformer.h.5.mlp.act/relu"][0] == {render.COLORS["added"][1]}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from reference import NeuralNetwork, X
 from torch import nn
-from torch.nn.modules import module as torch_module
+from unchanged import assert_unchanged, observe
 
 import pytest_modellens as lens
 
@@ -61,41 +61,22 @@ class Exploding(nn.Module):
         raise RuntimeError("boom in forward")
 
 
-def _global_hook_count() -> int:
-    return sum(
-        len(hooks)
-        for hooks in (
-            torch_module._global_forward_pre_hooks,
-            torch_module._global_forward_hooks,
-            torch_module._global_forward_hooks_always_called,
-        )
-    )
-
-
 def test_a_forward_that_raises_leaves_no_mode_no_hook_and_an_unchanged_model() -> None:
     model = Exploding().train()
-    state = {name: value.clone() for name, value in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    hooks = _global_hook_count()
+    before = observe(model, X)
 
     with pytest.raises(lens.TraceError, match=r"Exploding raised RuntimeError: boom in forward .*unchanged"):
         lens.trace(model, X)
 
-    assert torch._C._len_torch_function_stack() == 0
-    assert _global_hook_count() == hooks
-    assert all(torch.equal(state[name], value) for name, value in model.state_dict().items())
+    assert_unchanged(before, observe(model, X))
     assert model.training and model.linear.training
-    assert torch.equal(torch.get_rng_state(), rng)
 
 
 def test_a_successful_trace_also_leaves_the_model_as_it_was() -> None:
     model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Dropout(0.5)).train()
-    state = {name: value.clone() for name, value in model.state_dict().items()}
-    rng = torch.get_rng_state()
+    before = observe(model, X)
     lens.trace(model, X)
-    assert all(torch.equal(state[name], value) for name, value in model.state_dict().items())
-    assert torch.equal(torch.get_rng_state(), rng)
-    assert torch._C._len_torch_function_stack() == 0
+    assert_unchanged(before, observe(model, X))
 
 
 def test_a_non_module_is_refused_with_what_to_do() -> None:
@@ -108,3 +89,21 @@ def test_a_non_module_is_refused_with_what_to_do() -> None:
 def test_bad_tolerances_are_refused() -> None:
     with pytest.raises(ValueError, match=r"'rtol' must be a non-negative number \(got -1"):
         lens.trace(NeuralNetwork(), X, rtol=-1)
+
+
+def test_every_dtype_of_torch_counts_its_bytes() -> None:
+    from pytest_modellens.trace import DTYPE_SIZES
+
+    dtypes = {value for value in vars(torch).values() if isinstance(value, torch.dtype)}
+    sizes = {str(dtype).removeprefix("torch."): dtype.itemsize for dtype in dtypes}
+    assert {name: DTYPE_SIZES.get(name) for name in sizes} == sizes
+    assert lens.TensorSpec("float8_e8m0fnu", (4, 2)).nbytes == 8
+
+
+def test_asking_a_trace_for_a_node_it_lacks_names_the_nearest() -> None:
+    trace = lens.trace(NeuralNetwork(), X)
+    with pytest.raises(
+        lens.NodeNotFoundError, match=r"no node 'input_to_hiden/linear'.*'input_to_hidden/linear'"
+    ):
+        trace.node("input_to_hiden/linear")
+    assert trace.node("input_to_hidden/linear").op == "linear"

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules import module as module_globals
+from unchanged import assert_unchanged, observe
 from zoo import CASES
 
 import pytest_modellens as lens
@@ -241,9 +242,9 @@ def test_parameters_written_in_place_are_put_back() -> None:
         return self.fc(x)
 
     model = Lambda(forward, fc=nn.Linear(2, 2))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = observe(model)
     lens.trace(model, torch.ones(2))
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert_unchanged(before, observe(model))
 
 
 def test_a_forward_that_raises_leaves_no_tracer_behind() -> None:
@@ -253,11 +254,12 @@ def test_a_forward_that_raises_leaves_no_tracer_behind() -> None:
         raise RuntimeError("broken")
 
     model = Lambda(forward, bn=nn.BatchNorm1d(2))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 2)
+    before = observe(model, x)
     with pytest.raises(TraceError, match=r"raised RuntimeError: broken \(last operation traced: Scale\)"):
-        lens.trace(model, torch.randn(3, 2))
+        lens.trace(model, x)
     _no_tracer_left()
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert_unchanged(before, observe(model, x))
 
 
 def test_lazy_modules_are_made_outside_the_trace_and_keep_their_initial_weights() -> None:

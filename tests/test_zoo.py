@@ -12,42 +12,13 @@ from typing import Any
 
 import pytest
 import torch
+from unchanged import assert_unchanged, observe
 from zoo import CASES, ZOO, Case
 
 import pytest_modellens as lens
 from pytest_modellens.render import trace_graph
 
 by_name = pytest.mark.parametrize("case", ZOO, ids=lambda case: case.name)
-
-
-def _observable_state(model: torch.nn.Module, inputs: Any) -> tuple[Any, ...]:
-    """What a user could see change: weights, buffers, training flags, the RNG, the inputs."""
-    return (
-        {name: value.clone() for name, value in model.state_dict().items()},
-        [module.training for module in model.modules()],
-        torch.get_rng_state(),
-        [t.clone() for t in _tensors(inputs)],
-    )
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors(item)]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in _tensors(item)]
-    return []
-
-
-def _assert_same(before: Any, after: Any, where: str) -> None:
-    weights, flags, rng, inputs = before
-    new_weights, new_flags, new_rng, new_inputs = after
-    changed = [name for name in weights if not torch.equal(weights[name], new_weights[name])]
-    assert not changed, f"{where}: the trace changed {changed}"
-    assert flags == new_flags, f"{where}: the trace changed training flags"
-    assert torch.equal(rng, new_rng), f"{where}: the trace moved the global RNG"
-    assert all(torch.equal(a, b) for a, b in zip(inputs, new_inputs)), f"{where}: the trace changed an input"
 
 
 @by_name
@@ -59,11 +30,11 @@ def test_snapshot(case: Case, model_trace: Any, snapshot: Any) -> None:
 @by_name
 def test_three_traces_give_the_same_bytes_and_leave_the_model_as_it_was(case: Case) -> None:
     model, args, kwargs = case.build()
-    before = _observable_state(model, (args, kwargs))
+    before = observe(model, (args, kwargs))
     texts = []
     for attempt in range(3):
         texts.append(lens.trace(model, *args, stats=True, **kwargs).dumps())
-        _assert_same(before, _observable_state(model, (args, kwargs)), f"{case.name}, trace {attempt + 1}")
+        assert_unchanged(before, observe(model, (args, kwargs)), f"{case.name}, trace {attempt + 1}")
     assert texts[0] == texts[1] == texts[2]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from ..errors import TraceError
@@ -42,6 +43,8 @@ def _tracing(recorder: Recorder, state: ModelState) -> Iterator[None]:
             register_module_forward_hook(recorder.exit_module, **_EXIT_HOOK_OPTIONS),
         ):
             scope.callback(hook.remove)
+            # torch's handle forgets the with_kwargs table: leave no entry behind in it.
+            scope.callback(getattr(torch_module, "_global_forward_hooks_with_kwargs", {}).pop, hook.id, None)
         torch.autograd.Function.apply = classmethod(  # type: ignore[method-assign, assignment]
             lambda cls, *args, **kwargs: recorder.apply_function(cls, args, kwargs)
         )

@@ -93,7 +93,7 @@ def describe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, str):
-        return "<device>" if value.partition(":")[0] in _DEVICE_TYPES else value
+        return "<device>" if value.split(":", 1)[0] in _DEVICE_TYPES else value  # "cuda:0"
     if isinstance(value, float):
         if math.isfinite(value):
             return float(f"{value:.{ARG_FLOAT_DIGITS}g}")
