@@ -138,14 +138,38 @@ def dumps(trace: Trace) -> str:
     return format_data(to_data(trace))
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key written twice (``json.loads`` would keep the last)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKey(key)
+        found[key] = value
+    return found
+
+
 def parse(text: str, *, source: str = "snapshot") -> dict[str, Any]:
     """Parse snapshot text to plain data, checking it is a snapshot of this schema."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as error:
+        raise SnapshotFormatError(f"{source} holds the key {error.args[0]!r} twice; {UPDATE_HINT}") from None
     except json.JSONDecodeError as error:
         raise SnapshotFormatError(
             f"{source} is not valid model-snapshot JSON (line {error.lineno}, column "
             f"{error.colno}: {error.msg}); was it edited by hand? {UPDATE_HINT}"
+        ) from None
+    except RecursionError:
+        raise SnapshotFormatError(
+            f"{source} is nested too deeply to be a model snapshot; {UPDATE_HINT}"
+        ) from None
+    except ValueError as error:  # an integer of thousands of digits, say
+        raise SnapshotFormatError(
+            f"{source} holds a value no snapshot has ({error}); {UPDATE_HINT}"
         ) from None
     if not isinstance(data, dict) or "schema" not in data:
         raise SnapshotFormatError(f"{source} is not a model snapshot (no 'schema' key); {UPDATE_HINT}")
@@ -218,8 +242,104 @@ def from_data(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
 
 
 def loads(text: str, *, source: str = "snapshot") -> Trace:
-    """Read snapshot text back into a Trace."""
-    return from_data(parse(text, source=source), source=source)
+    """Read snapshot text back into a Trace, checking the whole file (see :func:`check`)."""
+    data = parse(text, source=source)
+    return check(data, source=source)
+
+
+def checked_data(text: str, *, source: str = "snapshot") -> dict[str, Any]:
+    """Parse snapshot text and check the whole file; the plain data."""
+    data = parse(text, source=source)
+    check(data, source=source)
+    return data
+
+
+# -- checks on load ----------------------------------------------------------------------
+
+SECTIONS = ("schema", "summary", "modules", "params", "nodes")
+OPTIONAL_SECTIONS = ("stats",)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if value is not None else "nothing"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
+    """Check a parsed snapshot as a whole and return its Trace; :class:`SnapshotFormatError` naming what is wrong.
+
+    Beyond each entry's own form: the sections are the schema's, every reference a node
+    reads resolves to an earlier node, a parameter, a buffer or a constant, statistics are
+    numbers, and the file is what its own Trace writes (so counts in the summary agree
+    with the nodes, and no entry holds a field the schema does not know).
+    """
+
+    def wrong(problem: str) -> SnapshotFormatError:
+        return SnapshotFormatError(f"{source}: {problem}; {UPDATE_HINT}")
+
+    for section in SECTIONS:
+        if section not in data:
+            raise wrong(f"it has no {section!r} section")
+    unknown = [key for key in data if key not in SECTIONS + OPTIONAL_SECTIONS]
+    if unknown:
+        raise wrong(f"it has a section this schema does not know: {unknown[0]!r}")
+    for section in (*SECTIONS[1:], *(s for s in OPTIONAL_SECTIONS if s in data)):
+        if not isinstance(data[section], dict):
+            raise wrong(f"its {section!r} section is not a mapping (got {type(data[section]).__name__})")
+    for ref, entry in data.get("stats", {}).items():
+        if not isinstance(entry, dict):
+            raise wrong(f"statistics {ref!r} are not a mapping")
+        for name in STAT_FIELDS:
+            value = entry.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise wrong(f"statistic {name!r} of {ref!r} is not a number (got {_short(value)})")
+        for name in ("nan", "inf"):
+            if isinstance(entry.get(name), bool) or not isinstance(entry.get(name), int):
+                raise wrong(
+                    f"count {name!r} of {ref!r} is not a whole number (got {_short(entry.get(name))})"
+                )
+    trace = from_data(data, source=source)
+
+    readable = {param.ref for param in trace.params}
+    for node in trace.nodes:
+        for ref in node.inputs:
+            kind, name = ids.split_ref(ref)
+            if kind is ids.RefKind.CONST:
+                try:
+                    TensorSpec.parse(name)
+                except ValueError:
+                    raise wrong(f"node {node.node_id!r} reads a constant with a bad spec {ref!r}") from None
+            elif ref not in readable:
+                raise wrong(
+                    f"node {node.node_id!r} reads {ref!r}, which no earlier node, parameter or buffer is"
+                )
+        readable.update(node.refs)
+
+    again = to_data(trace)
+    for section, stored in data.items():
+        derived = again.get(section)
+        if section == "stats":  # more digits than are kept is harmless: compare what is kept
+            stored = {ref: {k: round_stat(v) if k in STAT_FIELDS else v for k, v in entry.items()}
+                      for ref, entry in stored.items()}  # fmt: skip
+        if stored == derived:
+            continue
+        if not isinstance(stored, dict) or not isinstance(derived, dict):
+            raise wrong(f"its {section!r} section does not agree with the rest of the file")
+        for key in [*stored, *(k for k in derived if k not in stored)]:
+            if stored.get(key) != derived.get(key):
+                if section == "summary":
+                    raise wrong(
+                        f"the summary says {key} {_short(stored.get(key))}, but the rest of the file makes it "
+                        f"{_short(derived.get(key))}"
+                    )
+                if key not in derived:
+                    raise wrong(f"{section} entry {key!r} belongs to nothing in the file")
+                raise wrong(
+                    f"{section} entry {key!r} does not agree with the rest of the file (it holds "
+                    f"{_short(stored.get(key))}, which reads back as {_short(derived.get(key))})"
+                )
+        raise wrong(f"its {section!r} entries are out of order")
+    return trace
 
 
 # -- comparison ------------------------------------------------------------------------

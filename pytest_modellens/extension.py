@@ -1,23 +1,92 @@
 """The syrupy extension for model snapshots (the only module that imports syrupy).
 
-Storage, updating and cleanup are syrupy's own single-file machinery: one
+Updating and counting are syrupy's own single-file machinery: one
 ``__snapshots__/<test file>/<test name>.lens.json`` per assertion. This class changes
-what is stored (the canonical text) and what "matches" means: parsed data with the
+what is stored (the canonical text), what "matches" means (parsed data with the
 structure equal exactly and activation statistics within the trace's tolerance, so
-harmless float noise neither fails a test nor rewrites the file.
+harmless float noise neither fails a test nor rewrites the file), and how the files are
+named, read and written, because a gate must never lose what it gates on:
+
+- **Nothing is discovered, so nothing is deleted.** syrupy deletes the snapshots it finds
+  unused after an update, and it takes a skipped test's ``.lens.json`` file, a test not
+  reached before Ctrl-C or ``-x``, or a deselected one for unused. Model snapshots are
+  never offered to it; stale ones are removed by the explicit ``--lens-prune`` step.
+- **Distinct test ids get distinct names**, on every filesystem: where a name had to be
+  changed to be safe (a character replaced, upper case, cut to length), a short hash of
+  the exact name follows it.
+- **Reading never raises or blocks**: a file that is binary, not UTF-8, a directory, a
+  dangling link or a FIFO reads as :class:`Unreadable`, which never matches, so the test
+  fails saying why and ``--lens-update`` writes a good file in its place.
+- **syrupy's default extension keeps to its own files.** The ``snapshot`` fixture a model
+  test asks for is an amber one, and amber takes every other file under ``__snapshots__/``
+  for one of its own gone stale: the model snapshot of a skipped test, a ``README.md``.
+  :class:`AmberSnapshotExtension` (made the default unless a suite names its own) is amber
+  but for that.
+- **Writing is atomic** (a temporary file in the same folder, then a rename), replaces a
+  link instead of writing through it, and leaves the old file whole when it fails.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import os
+import re
+import stat
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from syrupy.assertion import SnapshotAssertion
+from syrupy.data import SnapshotCollection, SnapshotCollections
+from syrupy.extensions.amber import AmberSnapshotExtension as _Amber
+from syrupy.extensions.base import AbstractSyrupyExtension
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-from .canonical import data_matches, parse
-from .errors import SnapshotFormatError
+from .canonical import checked_data, data_matches
+from .errors import ModelLensError, SnapshotFormatError
 from .trace import Tolerance, Trace
+
+#: Longest file name a snapshot gets (most filesystems allow 255 bytes).
+MAX_NAME = 200
+_UNSAFE = re.compile(r"[^a-z0-9_.\-\[\]=,+@]")
+
+
+class SnapshotWriteError(ModelLensError, OSError):
+    """A snapshot file could not be written; the one on disk, if any, is as it was."""
+
+
+class Unreadable(str):
+    """What a snapshot file that cannot be read as text reads as: empty text with a reason."""
+
+    problem: str
+
+    def __new__(cls, problem: str) -> Unreadable:  # noqa: PYI034 - a plain str subclass, never subclassed
+        self = super().__new__(cls, "")
+        self.problem = problem
+        return self
+
+
+def snapshot_stem(name: str) -> str:
+    """The file name (less the extension) of the snapshot of test ``name``: safe, unique, stable.
+
+    A name of lower-case letters, digits and ``_.-[]=,+@`` only is used as it is. Any other
+    has each other character replaced by ``_``, is cut to fit, and gets ``-`` and 8 hex
+    digits of the SHA-1 of the exact name, so ``test[a/b]``, ``test[a:b]`` and ``test[A]``
+    never share a file, on a case-insensitive filesystem either.
+    """
+    if len(name) <= MAX_NAME and not _UNSAFE.search(name):
+        return name
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    safe = re.sub(r"[^A-Za-z0-9_.\-\[\]=,+@]", "_", name)
+    safe = re.sub(r"^\.+", "_", safe)[: MAX_NAME - 9]
+    return f"{safe}-{digest}"
+
+
+def _display(location: str) -> str:
+    try:
+        return os.path.relpath(location)
+    except ValueError:  # another drive on Windows
+        return location
 
 
 class ModelSnapshotExtension(SingleFileSnapshotExtension):
@@ -32,6 +101,29 @@ class ModelSnapshotExtension(SingleFileSnapshotExtension):
         # so the tolerance of the trace being asserted is known by `matches`.
         self._tolerance = Tolerance()
 
+    # -- names -------------------------------------------------------------------------
+
+    @classmethod
+    def get_snapshot_name(cls, *, test_location: Any, index: Any = 0) -> str:
+        return snapshot_stem(
+            AbstractSyrupyExtension.get_snapshot_name(test_location=test_location, index=index)
+        )
+
+    @classmethod
+    def matches_test_location(cls, *, test_location: Any, snapshot_location: str) -> bool:
+        return Path(snapshot_location).parent.name == test_location.basename
+
+    def discover_snapshots(self, *, test_location: Any, ignore_extensions: Any = None) -> SnapshotCollections:
+        """None: syrupy never counts or deletes model snapshots (``--lens-prune`` does, with care)."""
+        return SnapshotCollections()
+
+    def delete_snapshots(self, *, snapshot_location: str, snapshot_names: set[str]) -> None:
+        raise SnapshotWriteError(
+            f"model snapshots are removed by `pytest --lens-prune` only ({snapshot_location})"
+        )
+
+    # -- data --------------------------------------------------------------------------
+
     def serialize(self, data: Any, **_options: Any) -> str:
         if not isinstance(data, Trace):
             raise TypeError(
@@ -42,11 +134,141 @@ class ModelSnapshotExtension(SingleFileSnapshotExtension):
         return data.dumps()
 
     def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
-        try:
-            old = parse(str(snapshot_data))
-        except SnapshotFormatError:
+        if isinstance(snapshot_data, Unreadable):
             return False  # reported by the failure message; --lens-update rewrites it
-        return data_matches(old, json.loads(serialized_data), self._tolerance)
+        try:
+            old = checked_data(str(snapshot_data))
+            return data_matches(old, checked_data(serialized_data), self._tolerance)
+        except SnapshotFormatError:
+            return False  # likewise
+        except Exception:  # noqa: BLE001 - a snapshot no check foresaw must still be rewritable
+            return False
+
+    # -- files -------------------------------------------------------------------------
+
+    def read_snapshot_data_from_location(
+        self, *, snapshot_location: str, snapshot_name: str, session_id: str
+    ) -> str | None:
+        return read_snapshot_file(snapshot_location)
+
+    @classmethod
+    def write_snapshot_collection(
+        cls, *, snapshot_collection: SnapshotCollection, name_order: dict[str, int] | None = None
+    ) -> None:
+        data = next(iter(snapshot_collection)).data
+        if not isinstance(data, str):
+            raise TypeError(f"a model snapshot is text (got {type(data).__name__!r})")
+        write_snapshot_file(snapshot_collection.location, data)
+
+
+class AmberSnapshotExtension(_Amber):
+    """syrupy's amber extension, except that files which are not ``.ambr`` are never its to count or delete."""
+
+    def discover_snapshots(self, *, test_location: Any, ignore_extensions: Any = None) -> SnapshotCollections:
+        found = super().discover_snapshots(test_location=test_location, ignore_extensions=ignore_extensions)
+        own = SnapshotCollections()
+        for collection in found:
+            if self.is_snapshot_location(location=collection.location):
+                own.add(collection)
+        return own
+
+
+def read_snapshot_file(location: str) -> str | None:
+    """The text of a snapshot file; None where there is none; :class:`Unreadable` where it is not text."""
+    path = Path(location)
+    try:
+        info = path.stat()  # follows a link: what would be read
+    except FileNotFoundError:
+        if path.is_symlink():
+            return Unreadable(f"it is a link to {os.readlink(path)}, which does not exist")
+        return None
+    except OSError as error:
+        return Unreadable(f"it cannot be looked at ({error.strerror or error})")
+    if stat.S_ISDIR(info.st_mode):
+        return Unreadable("it is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        return Unreadable("it is not a regular file (a FIFO, socket or device); it is not opened")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        return Unreadable(f"it cannot be read ({error.strerror or error})")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return Unreadable("it is UTF-16 text; snapshots are UTF-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Unreadable(f"it is not UTF-8 text (byte {error.start} is 0x{raw[error.start]:02x})")
+
+
+def write_snapshot_file(location: str, text: str) -> None:
+    """Write ``text`` to ``location`` atomically, replacing (never writing through) a link there."""
+    path = Path(location)
+    folder = path.parent
+    shown = _display(location)
+    if path.is_dir() and not path.is_symlink():
+        try:
+            path.rmdir()  # an empty directory in the way; a full one is the user's
+        except OSError:
+            raise SnapshotWriteError(
+                f"could not write {shown}: a directory with files in it is in the way; move it and rerun"
+            ) from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise SnapshotWriteError(f"could not write {shown}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, _file_mode(path))
+        os.replace(temporary, path)  # replaces a link itself, not what it points to
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise SnapshotWriteError(
+            f"could not write {shown}: {error.strerror or error}; the old snapshot is kept"
+        ) from None
+    except BaseException:  # Ctrl-C mid-write: no temporary file left behind either
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _file_mode(path: Path) -> int:
+    """The mode of the file being replaced, else what a plain ``open`` would give."""
+    try:
+        info = path.lstat()
+        if stat.S_ISREG(info.st_mode):
+            return stat.S_IMODE(info.st_mode)
+    except OSError:
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def used_locations(item: Any) -> list[str]:
+    """The model snapshot files the assertions of a test that ran read or wrote."""
+    found = []
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, SnapshotAssertion):
+            found += [
+                result.snapshot_location
+                for result in value.executions.values()
+                if result.snapshot_location.endswith(f".{ModelSnapshotExtension.file_extension}")
+            ]
+    return found
+
+
+def owned_locations(item: Any, *, assertions: int = 20) -> list[str]:
+    """Where the first ``assertions`` model snapshots of a test would be: what a skipped test keeps."""
+    from syrupy.location import PyTestLocation
+
+    location = PyTestLocation(item)
+    return [
+        ModelSnapshotExtension.get_location(test_location=location, index=index)
+        for index in range(assertions)
+    ]
 
 
 def is_snapshot_assertion(value: object) -> bool:
@@ -66,3 +288,8 @@ def compare_with_snapshot(trace: Trace, other: object) -> Any:
 def last_result(snapshot: Any) -> Any:
     """The syrupy AssertionResult of the latest assertion made with ``snapshot``."""
     return snapshot.executions.get(snapshot.num_executions - 1)
+
+
+def unreadable_problem(recalled: Any) -> str | None:
+    """Why a recalled snapshot could not be read as text, if it could not."""
+    return recalled.problem if isinstance(recalled, Unreadable) else None

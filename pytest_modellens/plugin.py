@@ -16,6 +16,7 @@ import pytest
 
 from . import settings as _settings
 from .artifacts import ArtifactLog, display
+from .lifecycle import SnapshotLife, label
 from .settings import Settings, settings_key
 from .trace import Trace
 
@@ -29,9 +30,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[settings_key] = settings = _settings.from_config(config)
     config.pluginmanager.register(ArtifactLog(), "modellens-artifacts")
+    config.pluginmanager.register(SnapshotLife(config, prune=settings.prune), "modellens-snapshots")
+    if getattr(config.option, "default_extension", "") is None:
+        # syrupy's amber, less its claim on files it does not own (see extension.py).
+        config.option.default_extension = "pytest_modellens.extension.AmberSnapshotExtension"
     if settings.update:
-        # Updating is syrupy's own machinery: writes, counts in the report, cleanup.
+        # Writing and counting are syrupy's machinery; deleting is never part of an update
+        # (syrupy's own cleanup off too, for the other snapshots of the suite).
         config.option.update_snapshots = True
+        config.option.no_cleanup = True
 
 
 @pytest.hookimpl(wrapper=True)
@@ -41,6 +48,19 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return (yield)
     finally:
         del item.config.stash[current_item_key]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" or (report.skipped and report.when == "setup"):
+        from .extension import owned_locations, used_locations
+
+        if "snapshot" in getattr(item, "fixturenames", ()):
+            used = used_locations(item) if report.when == "call" else []
+            kept = owned_locations(item) if report.skipped else []
+            label(report, used=used, kept=kept, root=item.config.rootpath.resolve())
+    return report
 
 
 @pytest.fixture
@@ -111,7 +131,7 @@ def _failure_lines(item: pytest.Item | None, trace: Trace, snapshot: Any, settin
     from .artifacts import draw_diff
     from .differ import compare
     from .errors import SnapshotFormatError
-    from .extension import last_result
+    from .extension import last_result, unreadable_problem
 
     result = last_result(snapshot)
     if result is None:
@@ -121,10 +141,13 @@ def _failure_lines(item: pytest.Item | None, trace: Trace, snapshot: Any, settin
         return report.not_compared(name, location, result.exception)
     if result.recalled_data is None:
         return report.missing(name, location)
+    problem = unreadable_problem(result.recalled_data)
+    if problem is not None:
+        return report.unreadable(name, location, problem)
     try:
         comparison = compare(str(result.recalled_data), trace, tolerance=trace.tolerance)
     except SnapshotFormatError as error:
-        return report.unreadable(name, location, error)
+        return report.unreadable(name, location, str(error))
     except Exception as error:  # noqa: BLE001 - the test failed either way; say so, not a traceback
         return report.not_listed(name, location, error)
     return report.changed(name, location, comparison, draw_diff(item, comparison, settings))

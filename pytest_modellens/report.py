@@ -11,6 +11,7 @@ from collections import Counter
 
 from . import ids
 from .changes import Change, ChangeKind, Comparison, count, whole_modules
+from .errors import ModelLensError
 
 #: Most changes listed in a failure message; the rest are counted.
 MAX_CHANGES = 12
@@ -86,14 +87,17 @@ def missing(name: str, location: str) -> list[str]:
 
 
 def not_compared(name: str, location: str, error: BaseException) -> list[str]:
+    if isinstance(error, ModelLensError):  # says what happened and what to do in its own words
+        return [f"model snapshot {name}: {error}", f"snapshot: {location}"]
     return [
         f"model snapshot {name} could not be compared: {type(error).__name__}: {error}",
         f"snapshot: {location}",
     ]
 
 
-def unreadable(name: str, location: str, error: BaseException) -> list[str]:
-    return [f"model snapshot {name} cannot be read", f"  {error}", f"snapshot: {location}", ACCEPT]
+def unreadable(name: str, location: str, problem: str) -> list[str]:
+    """A snapshot file that is there but is no model snapshot: say why, and how to repair it."""
+    return [f"model snapshot {name} cannot be read: {problem}", f"snapshot: {location}", ACCEPT]
 
 
 def not_listed(name: str, location: str, error: BaseException) -> list[str]:

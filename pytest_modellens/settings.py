@@ -23,6 +23,7 @@ class Settings:
     """The plugin's options after command line and ini are merged and checked."""
 
     update: bool
+    prune: bool
     artifacts_dir: Path
     stats: bool
     tolerance: Tolerance
@@ -44,6 +45,39 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+#: torch's seeds are unsigned 64-bit integers.
+MAX_SEED = 2**64 - 1
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**64 - 1 (got {text!r})")
+    return value
+
+
+_BOOLS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
+def _bool(text: str) -> bool:
+    try:
+        return _BOOLS[text.lower()]
+    except KeyError:
+        raise ValueError("expected true or false") from None
+
+
 def _picture_format(text: str) -> str:
     if text not in PICTURE_FORMATS:
         raise ValueError(f"expected one of {', '.join(PICTURE_FORMATS)}")
@@ -57,7 +91,13 @@ def add_options(parser: pytest.Parser) -> None:
         "--lens-update",
         action="store_true",
         default=False,
-        help="write missing and refresh changed snapshots (syrupy's --snapshot-update)",
+        help="write missing and refresh changed model snapshots; deletes nothing",
+    )
+    group.addoption(
+        "--lens-prune",
+        action="store_true",
+        default=False,
+        help="remove model snapshots no test uses, after a complete session only (no -k, -x, failure or Ctrl-C)",
     )
     group.addoption(
         "--lens-artifacts",
@@ -84,7 +124,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--lens-seed",
-        type=int,
+        type=_seed,
         metavar="N",
         help="seed of torch's RNGs in tests using model_trace (default 0)",
     )
@@ -100,12 +140,14 @@ def add_options(parser: pytest.Parser) -> None:
         "directory for model diff pictures, relative to the rootdir",
         default="lens-artifacts",
     )
-    parser.addini("lens_stats", "record activation statistics in model snapshots", type="bool", default=False)
+    parser.addini(
+        "lens_stats", "record activation statistics in model snapshots (true/false)", default="false"
+    )
     parser.addini("lens_rtol", "relative tolerance of activation statistics", default=str(Tolerance().rtol))
     parser.addini("lens_atol", "absolute tolerance of activation statistics", default=str(Tolerance().atol))
     parser.addini("lens_seed", "seed of torch's RNGs in tests using model_trace", default="0")
     parser.addini(
-        "lens_pictures", "draw every traced model into the artifacts directory", type="bool", default=False
+        "lens_pictures", "draw every traced model into the artifacts directory (true/false)", default="false"
     )
     parser.addini("lens_picture_format", "picture format: svg or png", default="svg")
 
@@ -131,16 +173,17 @@ def from_config(config: pytest.Config) -> Settings:
     atol = (
         option.lens_atol if option.lens_atol is not None else _ini(config, "lens_atol", _non_negative_float)
     )
-    seed = option.lens_seed if option.lens_seed is not None else _ini(config, "lens_seed", int)
+    seed = option.lens_seed if option.lens_seed is not None else _ini(config, "lens_seed", _seed)
     artifacts = Path(option.lens_artifacts or config.getini("lens_artifacts"))
     return Settings(
         update=option.lens_update,
+        prune=option.lens_prune,
         artifacts_dir=artifacts if artifacts.is_absolute() else config.rootpath / artifacts,
-        stats=option.lens_stats if option.lens_stats is not None else bool(config.getini("lens_stats")),
+        stats=option.lens_stats if option.lens_stats is not None else _ini(config, "lens_stats", _bool),
         tolerance=Tolerance(rtol=rtol, atol=atol),
         seed=seed,
         pictures=option.lens_pictures
         if option.lens_pictures is not None
-        else bool(config.getini("lens_pictures")),
+        else _ini(config, "lens_pictures", _bool),
         picture_format=option.lens_format or _ini(config, "lens_picture_format", _picture_format),
     )

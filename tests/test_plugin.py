@@ -173,7 +173,7 @@ def test_bad_option_values_are_usage_errors(reference_suite: pytest.Pytester) ->
     reference_suite.makeini("[pytest]\nlens_seed = abc\n")
     result = reference_suite.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ini key 'lens_seed' has a bad value 'abc'*"])
+    result.stderr.fnmatch_lines(["*ini key 'lens_seed' must be a whole number (got 'abc')*"])
 
     reference_suite.makeini("[pytest]\nlens_picture_format = gif\n")
     result = reference_suite.runpytest()
