@@ -235,10 +235,12 @@ def from_data(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
             tuple(modules),
             tuple(params),
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+    except KeyError as error:
         raise SnapshotFormatError(
-            f"{source}: {where} is malformed ({type(error).__name__}: {error}); {UPDATE_HINT}"
+            f"{source}: {where} has no {error.args[0]!r} field; {UPDATE_HINT}"
         ) from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise SnapshotFormatError(f"{source}: {where} is malformed ({error}); {UPDATE_HINT}") from None
 
 
 def loads(text: str, *, source: str = "snapshot") -> Trace:
@@ -265,6 +267,64 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: The type each known field of a node and a module entry must have, as a check and its wording.
+_FIELD_TYPES: dict[str, dict[str, tuple[Any, str]]] = {
+    "nodes": {
+        "kind": (lambda v: isinstance(v, str), "a string"),
+        "op": (lambda v: isinstance(v, str), "a string"),
+        "in": (_is_text_list, "a list of strings"),
+        "args": (lambda v: isinstance(v, dict), "a mapping"),
+        "out": (lambda v: isinstance(v, str) or _is_text_list(v), "a spec or a list of specs"),
+    },
+    "modules": {
+        "class": (lambda v: isinstance(v, str), "a string"),
+        "config": (lambda v: isinstance(v, str), "a string"),
+        "params": (_is_count, "a whole number"),
+        "calls": (_is_count, "a whole number"),
+    },
+}
+
+
+def _check_types(data: dict[str, Any], wrong: Any) -> None:
+    """Each entry of the node, module and parameter sections has fields of the right types."""
+    for section, fields in _FIELD_TYPES.items():
+        for key, entry in data[section].items():
+            if not isinstance(entry, dict):
+                raise wrong(f"{section} entry {key!r} is not a mapping (got {_short(entry)})")
+            for field, (is_right, kind) in fields.items():
+                if field in entry and not is_right(entry[field]):
+                    raise wrong(
+                        f"{section} entry {key!r} has {field} {_short(entry[field])}, which is not {kind}"
+                    )
+    for ref, spec in data["params"].items():
+        if not isinstance(spec, str):
+            raise wrong(f"parameter {ref!r} has the spec {_short(spec)}, which is not a string")
+
+
+def _disagreement(section: str, key: str, stored: Any, derived: Any) -> str:
+    """How one entry of a file differs from what the file's own Trace writes there."""
+    entry = f"{section} entry {key!r}"
+    if derived is None:
+        return f"{entry} belongs to nothing in the file"
+    if isinstance(stored, dict) and isinstance(derived, dict):
+        for field in [*stored, *(f for f in derived if f not in stored)]:
+            if field not in derived:
+                return f"{entry} has a field this schema does not know: {field!r}"
+            if field not in stored:
+                return f"{entry} lacks its {field!r} field"
+            if stored[field] != derived[field]:
+                return f"{entry} holds {field} {_short(stored[field])}, which the file's other entries make {_short(derived[field])}"
+    return f"{entry} holds {_short(stored)}, which reads back as {_short(derived)}"
+
+
 def check(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
     """Check a parsed snapshot as a whole and return its Trace; :class:`SnapshotFormatError` naming what is wrong.
 
@@ -275,7 +335,7 @@ def check(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
     """
 
     def wrong(problem: str) -> SnapshotFormatError:
-        return SnapshotFormatError(f"{source}: {problem}; {UPDATE_HINT}")
+        return SnapshotFormatError(f"{source} does not hold together: {problem}; {UPDATE_HINT}")
 
     for section in SECTIONS:
         if section not in data:
@@ -286,6 +346,7 @@ def check(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
     for section in (*SECTIONS[1:], *(s for s in OPTIONAL_SECTIONS if s in data)):
         if not isinstance(data[section], dict):
             raise wrong(f"its {section!r} section is not a mapping (got {type(data[section]).__name__})")
+    _check_types(data, wrong)
     for ref, entry in data.get("stats", {}).items():
         if not isinstance(entry, dict):
             raise wrong(f"statistics {ref!r} are not a mapping")
@@ -332,12 +393,7 @@ def check(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
                         f"the summary says {key} {_short(stored.get(key))}, but the rest of the file makes it "
                         f"{_short(derived.get(key))}"
                     )
-                if key not in derived:
-                    raise wrong(f"{section} entry {key!r} belongs to nothing in the file")
-                raise wrong(
-                    f"{section} entry {key!r} does not agree with the rest of the file (it holds "
-                    f"{_short(stored.get(key))}, which reads back as {_short(derived.get(key))})"
-                )
+                raise wrong(_disagreement(section, key, stored.get(key), derived.get(key)))
         raise wrong(f"its {section!r} entries are out of order")
     return trace
 

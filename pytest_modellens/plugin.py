@@ -129,6 +129,7 @@ def _failure_lines(item: pytest.Item | None, trace: Trace, snapshot: Any, settin
     """The message for ``trace == snapshot`` that failed: what syrupy saw, compared and drawn."""
     from . import report
     from .artifacts import draw_diff
+    from .canonical import loads
     from .differ import compare
     from .errors import SnapshotFormatError
     from .extension import last_result, unreadable_problem
@@ -145,7 +146,8 @@ def _failure_lines(item: pytest.Item | None, trace: Trace, snapshot: Any, settin
     if problem is not None:
         return report.unreadable(name, location, problem)
     try:
-        comparison = compare(str(result.recalled_data), trace, tolerance=trace.tolerance)
+        old = loads(str(result.recalled_data), source="the file")
+        comparison = compare(old, trace, tolerance=trace.tolerance)
     except SnapshotFormatError as error:
         return report.unreadable(name, location, str(error))
     except Exception as error:  # noqa: BLE001 - the test failed either way; say so, not a traceback

@@ -45,7 +45,7 @@ LAZY: dict[str, set[str]] = {
     "trace": {"canonical", "log", "render", "differ", "extension", "changes"},  # the facade methods
     "render": {"differ"},  # only when no comparison is handed in
     "artifacts": {"render"},
-    "plugin": {"tracer", "extension", "report", "differ", "errors", "artifacts"},
+    "plugin": {"tracer", "extension", "report", "differ", "errors", "artifacts", "canonical"},
     "__main__": {"differ", "report", "render"},
     "__init__": {"tracer", "differ", "render"},
 }

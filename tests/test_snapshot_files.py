@@ -353,3 +353,87 @@ def test_a_snapshot_linked_to_outside_the_folder_is_replaced_not_written_through
     assert outside.read_bytes() == kept, "the update wrote through the link"
     assert snapshot.is_file() and not snapshot.is_symlink()
     assert '"float32[4, 5]"' in snapshot.read_text()
+
+
+# -- pruning: explicit, after complete sessions only ----------------------------------------------
+
+
+def _rename_test_c(suite: pytest.Pytester) -> None:
+    source = (suite.path / "test_models.py").read_text()
+    (suite.path / "test_models.py").write_text(source.replace("def test_c(", "def test_c_renamed("))
+
+
+def test_a_stale_snapshot_is_listed_and_pruned_only_on_request(suite: pytest.Pytester) -> None:
+    _rename_test_c(suite)
+    folder = suite.path / SNAPSHOTS
+    (folder / "README.md").write_text("kept\n")
+    result = suite.runpytest("--lens-update")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        ["*no test uses __snapshots__/test_models/test_c.lens.json*", "*pytest --lens-prune*"]
+    )
+    assert (folder / "test_c.lens.json").is_file(), "an update deleted a snapshot"
+
+    result = suite.runpytest("--lens-prune")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        ["*removed stale model snapshot: __snapshots__/test_models/test_c.lens.json*"]
+    )
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "test_a.lens.json",
+        "test_b.lens.json",
+        "test_c_renamed.lens.json",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "reason"),
+    [
+        (["-k", "test_a or test_c_renamed"], "*tests were deselected (-k)*"),
+        (["-x"], "*-x or --maxfail*"),
+        (["test_models.py::test_a"], "*single tests were picked out*"),
+    ],
+)
+def test_prune_refuses_after_a_partial_session(
+    suite: pytest.Pytester, arguments: list[str], reason: str
+) -> None:
+    _rename_test_c(suite)
+    assert suite.runpytest("--lens-update").ret == 0
+    before = hashes(suite.path)
+    result = suite.runpytest("--lens-prune", *arguments)
+    result.stdout.fnmatch_lines([f"*--lens-prune removed nothing: {reason.strip('*')}*"])
+    assert hashes(suite.path) == before
+
+
+def test_prune_refuses_after_a_failure_and_keeps_a_skipped_tests_snapshot(suite: pytest.Pytester) -> None:
+    source = (suite.path / "test_models.py").read_text()
+    source = source.replace("def test_c(", "def test_c_renamed(")
+    source = source.replace("def test_b(", "@pytest.mark.skip(reason='later')\ndef test_b(")
+    (suite.path / "test_models.py").write_text(
+        source + "\n\ndef test_broken(model_trace, snapshot):\n    1 / 0\n"
+    )
+    before = hashes(suite.path)
+    result = suite.runpytest("--lens-prune")
+    result.stdout.fnmatch_lines(["*--lens-prune removed nothing: * failed or errored*"])
+    assert hashes(suite.path) == before
+
+    (suite.path / "test_models.py").write_text(source)
+    result = suite.runpytest("--lens-update", "--lens-prune")
+    assert result.ret == 0
+    assert (suite.path / SNAPSHOTS / "test_b.lens.json").is_file(), "a skipped test lost its snapshot"
+    assert not (suite.path / SNAPSHOTS / "test_c.lens.json").exists()
+
+
+def test_prune_under_xdist_decides_on_the_controller(suite: pytest.Pytester) -> None:
+    _rename_test_c(suite)
+    result = suite.runpytest_subprocess("-n", "2", "--lens-update", "--lens-prune")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        ["*removed stale model snapshot: __snapshots__/test_models/test_c.lens.json*"]
+    )
+    assert sorted(p.name for p in (suite.path / SNAPSHOTS).iterdir()) == [
+        "test_a.lens.json",
+        "test_b.lens.json",
+        "test_c_renamed.lens.json",
+    ]
