@@ -5,7 +5,8 @@
 
 ``diff`` prints the changes and exits 0 when there are none, 1 when there are (as
 ``diff`` does); both exit 2 on bad input (a missing file, a file that is not a model
-snapshot, a picture that cannot be drawn), with a message that says which.
+snapshot or does not hold together, a picture that cannot be drawn or written), with a
+message that says which; 1 never means anything but "they differ".
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if changes else 0
     except ModelLensError as error:
         print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except OSError as error:  # a picture path that cannot be written, say
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write{where}: {error.strerror or error}", file=sys.stderr)
         return USAGE_ERROR
 
 

@@ -41,7 +41,7 @@ def artifact_path(item: pytest.Item | None, settings: Settings, *, index: int, s
     file_path = Path(file_part)
     stem = f"{file_path.name}--{rest.replace('::', '--')}" + (f".{index}" if index else "")
     safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).strip(".")
-    if safe != stem:
+    if safe != stem or len(safe) > 120:  # a file name has at most 255 bytes on most filesystems
         safe = f"{safe[:120]}_{hashlib.sha1(nodeid.encode()).hexdigest()[:8]}"
     folders = [re.sub(r"[^A-Za-z0-9_.\-]", "_", part).replace("..", "__") for part in file_path.parent.parts]
     return settings.artifacts_dir.joinpath(*folders, f"{safe}.{suffix}")
@@ -56,11 +56,17 @@ def display(path: str | Path) -> str:
 
 
 def _record(item: pytest.Item | None, path: str | Path) -> str:
-    """Name an artifact in the junit-xml properties (and the "model diffs" summary)."""
-    shown = display(path)
+    """Name an artifact in the junit-xml properties and the "model diffs" summary, relative to the rootdir.
+
+    Returns how the failure message shows it: relative to the working directory.
+    """
     if item is not None:
-        item.user_properties.append((ARTIFACT_PROPERTY, shown))
-    return shown
+        try:
+            recorded = Path(path).resolve().relative_to(item.config.rootpath.resolve()).as_posix()
+        except ValueError:  # an artifacts directory outside the rootdir
+            recorded = str(path)
+        item.user_properties.append((ARTIFACT_PROPERTY, recorded))
+    return display(path)
 
 
 def _next_index(item: pytest.Item | None, counter: pytest.StashKey[int]) -> int:

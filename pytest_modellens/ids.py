@@ -6,6 +6,7 @@ Node ids say where an operation happens, never when (see DESIGN.md)::
     <op>[:<n>]              add:2, directly in the root forward
     input:<path>            input:x, input:past_key_values.layers.0.keys
     output[:<path>]         output, output:logits
+    ...~<k>                 the k-th of several inputs or outputs that flatten to one path
 
 A scope is ``<module path>[:<call>]``: the call is left out for a module's first call.
 A module path joins attribute names with dots (``blocks.3.norm``); the root module's
@@ -94,6 +95,20 @@ def node_path(node_id: str) -> str:
 def op_part(node_id: str) -> str:
     """The ``op[:n]`` end of an op id (``softmax`` of ``encoder/softmax``)."""
     return node_id.rpartition("/")[2]
+
+
+def distinct(name: str, taken: object) -> str:
+    """``name``, or ``name~2``, ``name~3``... the first that ``taken`` does not hold.
+
+    Two inputs or outputs can flatten to one path (``{1: a, "1": b}``, or ``{"a.b": a}`` beside
+    ``{"a": {"b": b}}``); the later one gets the next free number, in the order they come.
+    """
+    if name not in taken:  # type: ignore[operator]
+        return name
+    n = 2
+    while f"{name}~{n}" in taken:  # type: ignore[operator]
+        n += 1
+    return f"{name}~{n}"
 
 
 def input_id(path: str) -> str:

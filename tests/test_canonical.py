@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -23,7 +24,9 @@ def test_a_broken_entry_is_named_with_the_way_out(data: dict) -> None:
         lens.loads(json.dumps(data))
 
     del data["modules"]["hidden_to_output"]["class"]
-    with pytest.raises(lens.SnapshotFormatError, match=r"module 'hidden_to_output' is malformed"):
+    with pytest.raises(
+        lens.SnapshotFormatError, match=r"module 'hidden_to_output' has no 'class' field.*--lens-update"
+    ):
         lens.loads(json.dumps(data))
 
 
@@ -43,3 +46,33 @@ def test_float_noise_in_statistics_compares_equal_and_structure_does_not() -> No
     old = lens.loads(lens.trace(net, X, stats=True).dumps())
     assert lens.trace(net, X + 1e-9, stats=True) == old
     assert lens.trace(NeuralNetwork(hidden_size=5), X, stats=True) != old
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("nodes"), r"it has no 'nodes' section"),
+        (lambda d: d.update(extra={}), r"a section this schema does not know: 'extra'"),
+        (
+            lambda d: d["modules"]["sigmoid"].update(colour="red"),
+            r"modules entry 'sigmoid' has a field .* 'colour'",
+        ),
+        (
+            lambda d: d["summary"].update(ops=99),
+            r"the summary says ops 99, but the rest of the file makes it 4",
+        ),
+        (
+            lambda d: d["nodes"]["sigmoid/sigmoid"].update({"in": ["nowhere"]}),
+            r"reads 'nowhere', which no earlier",
+        ),
+        (
+            lambda d: d["nodes"]["sigmoid/sigmoid"].update(op=["x"]),
+            r"has op \[\"x\"\], which is not a string",
+        ),
+    ],
+    ids=["missing-section", "extra-section", "extra-field", "counts-disagree", "dangling-ref", "wrong-type"],
+)
+def test_the_whole_file_is_checked_and_the_wrong_part_named(data: dict, edit: Any, message: str) -> None:
+    edit(data)
+    with pytest.raises(lens.SnapshotFormatError, match=message + r".*--lens-update"):
+        lens.loads(json.dumps(data))

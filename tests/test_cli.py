@@ -6,6 +6,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -93,3 +94,36 @@ def test_bad_arguments_exit_2(snapshots: tuple[Path, Path], capsys: pytest.Captu
     assert "--depth: must be a whole number of at least 1 (got '0')" in capsys.readouterr().err
     assert main(["show", str(old), "-o", "model.pdf"]) == 2
     assert "picture file must end in .svg, .png or .gv (got 'model.pdf')" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text.replace('"out": "float32[2, 4]"', '"out": "float32[2, 4]", "in": [1, 2]', 1),
+        lambda text: '{"schema": "pytest-modellens/1", "summary": ' + "[" * 50000 + "]" * 50000 + "}",
+        lambda text: text.replace('"params": 16', '"params": "sixteen"', 1),
+        lambda text: text.replace('"schema"', '"schéma"').encode("latin-1").decode("latin-1"),
+    ],
+    ids=["numbers-as-inputs", "deep-nesting", "a-string-count", "latin-1"],
+)
+def test_bad_input_exits_2_with_a_message(snapshots: tuple[Path, Path], tmp_path: Path, damage: Any) -> None:
+    old, new = snapshots
+    bad = tmp_path / "bad.lens.json"
+    bad.write_bytes(damage(old.read_text()).encode("latin-1", errors="replace"))
+    for arguments in (["diff", str(bad), str(new)], ["diff", str(old), str(bad)], ["show", str(bad)]):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest_modellens", *arguments],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 2, (arguments, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+        assert "bad.lens.json" in done.stderr
+
+
+def test_an_unwritable_picture_path_exits_2(snapshots: tuple[Path, Path], tmp_path: Path) -> None:
+    old, new = snapshots
+    (tmp_path / "file").write_text("")
+    for picture in ("file/d.svg", "file/d.gv"):
+        assert main(["diff", str(old), str(new), "-o", str(tmp_path / picture)]) == 2

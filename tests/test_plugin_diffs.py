@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -159,3 +160,31 @@ def test_model_pictures_option(pytester: pytest.Pytester) -> None:
     pytester.runpytest("--lens-update", "--lens-pictures").assert_outcomes(passed=1)
     svg = pytester.path / "lens-artifacts/test_models.py--test_net.model.svg"
     assert fill_of(svg, "input:x") == {COLORS["input"][1]}
+
+
+def test_a_long_test_name_gets_its_picture_and_junit_names_it_from_the_rootdir(
+    reference_suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "test_" + "a" * 245
+    reference_suite.makepyfile(
+        test_long=f"""
+        import os
+        from reference import X, NeuralNetwork
+
+        def {name}(model_trace, snapshot):
+            assert model_trace(NeuralNetwork(hidden_size=int(os.environ.get("LENS_HIDDEN", "4"))), X) == snapshot
+        """
+    )
+    reference_suite.makeini("[pytest]\n")
+    assert reference_suite.runpytest("--lens-update", "test_long.py").ret == 0
+    monkeypatch.setenv("LENS_HIDDEN", "5")
+    sub = reference_suite.mkdir("sub")
+    monkeypatch.chdir(sub)
+    result = reference_suite.runpytest("--junitxml=junit.xml", "--rootdir", str(reference_suite.path),
+                                       str(reference_suite.path / "test_long.py"))  # fmt: skip
+    assert result.ret == 1
+    assert "File name too long" not in result.stdout.str()
+    junit = (sub / "junit.xml").read_text()
+    recorded = re.search(r'name="lens_artifact" value="([^"]+)"', junit)
+    assert recorded is not None and recorded[1].startswith("lens-artifacts/test_long.py--test_aaa")
+    assert (reference_suite.path / recorded[1]).is_file()

@@ -11,6 +11,7 @@ The only package that imports torch. Its modules:
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -25,17 +26,29 @@ from ..trace import Tolerance, Trace
 from .describe import flatten
 from .modules import ModuleTree, bind_inputs, module_table, param_table
 from .recorder import _EXIT_HOOK_OPTIONS, _FUNCTION_APPLY, Recorder
-from .state import ModelState, seeded
+from .state import ModelState, grad_mode, seeded
 
 __all__ = ["seeded", "trace"]
 
+#: Warnings torch gives about the tracer's own mechanism (its global module hooks), which
+#: would turn into a user-visible failure under ``-W error``.
+_TRACER_WARNINGS = (r".*global .*hook.*", r".*[Hh]ooks? .*(are|is) not supported.*")
+
 
 @contextmanager
-def _tracing(recorder: Recorder, state: ModelState) -> Iterator[None]:
+def _tracing(recorder: Recorder, state: ModelState, *, grad: bool) -> Iterator[None]:
     """What the trace needs while the forward runs; all of it undone on the way out."""
     with ExitStack() as scope:
-        scope.callback(state.restore, recorder.saved)  # runs last
-        scope.enter_context(torch.no_grad())
+        scope.callback(state.restore)  # runs last
+        scope.enter_context(grad_mode(grad=grad))
+        # torch's module call under global hooks takes a frame more per level than without:
+        # a model that recurses as deep as it can without the tracer must still fit.
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + limit // 2)
+        scope.callback(sys.setrecursionlimit, limit)
+        scope.enter_context(warnings.catch_warnings())
+        for message in _TRACER_WARNINGS:  # about the tracer's own hooks, not the user's code
+            warnings.filterwarnings("ignore", message=message)
         if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance"):
             scope.enter_context(torch.compiler.set_stance("force_eager"))  # compiled parts run eagerly
         for hook in (
@@ -65,6 +78,7 @@ def trace(
     stats: bool = False,
     rtol: float | None = None,
     atol: float | None = None,
+    grad: bool = False,
     **kwargs: Any,
 ) -> Trace:
     """Run ``model(*args, **kwargs)`` once and return the record of every tensor operation.
@@ -72,8 +86,9 @@ def trace(
     ``stats=True`` also records mean, std, min, max and NaN/Inf counts of every output;
     ``rtol``/``atol`` set how far those may move when the trace is compared with a
     snapshot. The forward runs under ``torch.no_grad()`` (and eagerly, for a
-    ``torch.compile``-d model). The model and the inputs are left exactly as they were,
-    even if the forward raises.
+    ``torch.compile``-d model); ``grad=True`` runs it with autograd on, for a forward that
+    differentiates (``torch.autograd.grad`` inside). The model and the inputs are left
+    exactly as they were, even if the forward raises.
     """
     if not isinstance(model, nn.Module):
         raise TraceError(
@@ -92,10 +107,10 @@ def trace(
             "the meta device; trace it without stats=True (structure only), or build it on a real device"
         )
 
-    recorder = Recorder(tree, stats=stats)
+    state = ModelState(tree, [t for _, t in input_tensors], grad=grad)
+    recorder = Recorder(tree, stats=stats, guard=state.guard)
     recorder.add_inputs(input_tensors)
-    state = ModelState(tree)
-    with _tracing(recorder, state):
+    with _tracing(recorder, state, grad=grad):
         try:
             with recorder:
                 result = model(*args, **kwargs)
@@ -104,16 +119,19 @@ def trace(
         except Exception as error:
             ops = [node.node_id for node in recorder.nodes if node.kind.in_forward]
             where = f"last operation traced: {ops[-1]}" if ops else "before its first operation"
+            hint = ""
+            if not grad and "does not require grad" in str(error):
+                hint = "; it differentiates inside forward: trace it with grad=True (model_trace(..., grad=True))"
             raise TraceError(
                 f"the forward pass of {type(model).__name__} raised {type(error).__name__}: {error} "
-                f"({where}); the model was left unchanged"
+                f"({where}); the model was left unchanged{hint}"
             ) from error
-    changed = state.unrestorable(recorder.saved)
+    changed = state.unrestorable()
     if changed:
         raise TraceError(
-            f"the forward pass of {type(model).__name__} changed {len(changed)} parameter(s) in place "
-            "inside an operation the tracer cannot see into, so they could not be put back; "
-            "avoid writing parameters during forward"
+            f"the forward pass of {type(model).__name__} changed {len(changed)} parameter(s) or buffer(s) "
+            "in place inside an operation the tracer cannot see into (a native kernel), so they could "
+            "not be put back; avoid writing the model during forward"
         )
 
     return Trace(

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import ids
 from ..trace import DTYPE_SIZES, Stats, TensorSpec
 
 #: Lists and tuples longer than this are written as ``<list of N>`` in node arguments.
@@ -181,7 +182,11 @@ def flatten(value: Any, path: str, out: list[tuple[str, Tensor]], depth: int = 0
     if isinstance(value, (list, tuple)):
         return [flatten(v, join(i), out, depth) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
-        return {str(k): flatten(v, join(k), out, depth) for k, v in value.items()}
+        described: dict[str, Any] = {}
+        for k, v in value.items():
+            key = ids.distinct(str(k), described)  # {1: a, "1": b} keeps both
+            described[key] = flatten(v, join(key), out, depth)
+        return described
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             f.name: flatten(getattr(value, f.name), join(f.name), out, depth)

@@ -46,13 +46,13 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.modules.module import (
     register_module_forward_hook,
 )
-from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode, handle_torch_function
 
 from .. import ids
 from ..trace import Node, NodeKind, Stats
 from .describe import compute_stats, describe, flatten, op_name, spec_of, tensors_in
 from .modules import ModuleTree
+from .state import WriteGuard
 
 #: Operations that turn tensor values into a Python bool: the forward branches on data.
 _CONDITION_OPS = frozenset({"bool", "equal", "allclose", "is_nonzero", "contains"})
@@ -60,6 +60,8 @@ _CONDITION_OPS = frozenset({"bool", "equal", "allclose", "is_nonzero", "contains
 _UNINITIALIZED_OPS = frozenset(
     {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "empty_permuted"}
 )
+#: Operations that write tensors they are given besides their first (running statistics).
+_WRITES_ARGUMENTS = frozenset({"batch_norm", "instance_norm"})
 _FUNCTION_APPLY = torch.autograd.Function.__dict__["apply"]
 #: The exit hook reads keyword arguments too, where this torch can pass them.
 _EXIT_HOOK_OPTIONS = {"always_call": True} | (
@@ -73,9 +75,10 @@ _function_ops: dict[type, Callable[..., Any]] = {}
 class Recorder(TorchFunctionMode):
     """Records operations while active; one instance per call of :func:`trace`."""
 
-    def __init__(self, tree: ModuleTree, *, stats: bool) -> None:
+    def __init__(self, tree: ModuleTree, *, stats: bool, guard: WriteGuard) -> None:
         super().__init__()
         self.stats = stats
+        self.guard = guard
         self.module_paths: dict[int, str] = {}
         for path, module in tree.paths:
             self.module_paths.setdefault(id(module), path)
@@ -88,11 +91,6 @@ class Recorder(TorchFunctionMode):
         #: ``(name, is_buffer, tensor)`` of each parameter and buffer by id, first name first.
         self.named: dict[int, tuple[str, bool, Tensor]] = {}
         self._name_tensors(tree)
-        #: Tensors an in-place operation may not leave changed: parameters and inputs.
-        self.protected = {
-            key for key, (_, is_buffer, tensor) in self.named.items() if not is_buffer and not is_lazy(tensor)
-        }
-        self.saved: dict[int, tuple[Tensor, Tensor]] = {}
         self.scopes: list[str] = [""]
         self.owners: list[nn.Module | None] = [None]
         self.calls: dict[str, int] = {}
@@ -111,9 +109,12 @@ class Recorder(TorchFunctionMode):
     # -- inputs and outputs ------------------------------------------------------------
 
     def add_inputs(self, tensors: list[tuple[str, Tensor]]) -> None:
+        taken: set[str] = set()
         for path, tensor in tensors:
+            node_id = ids.distinct(ids.input_id(path), taken)
+            taken.add(node_id)
             node = Node(
-                ids.input_id(path),
+                node_id,
                 NodeKind.INPUT,
                 "input",
                 (),
@@ -122,17 +123,19 @@ class Recorder(TorchFunctionMode):
                 self.stats_of([tensor]),
             )
             self.add_node(node, [tensor])
-            self.protected.add(id(tensor))
 
     def add_outputs(self, result: Any) -> Any:
         """Output nodes for the tensors of the forward's result; returns the result's description."""
         tensors: list[tuple[str, Tensor]] = []
         description = flatten(result, "", tensors)
+        taken: set[str] = set()
         for path, tensor in tensors:
             spec = (spec_of(tensor),)
+            node_id = ids.distinct(ids.output_id(path), taken)
+            taken.add(node_id)
             self.nodes.append(
                 Node(
-                    ids.output_id(path),
+                    node_id,
                     NodeKind.OUTPUT,
                     "output",
                     (self.ref(tensor),),
@@ -167,8 +170,7 @@ class Recorder(TorchFunctionMode):
             # parameters is not part of the forward a snapshot should show.
             with torch._C.DisableTorchFunction():
                 module.initialize_parameters(*args)
-                for buf in module.buffers():  # new running statistics are put back too
-                    self.saved.setdefault(id(buf), (buf, buf.detach().clone()))
+                self.guard.save(module.buffers())  # new running statistics are put back too
         path = self._path_of(module)
         call = self.calls[path] = self.calls.get(path, 0) + 1
         self.scopes.append(ids.scope(path, call))
@@ -253,8 +255,9 @@ class Recorder(TorchFunctionMode):
             op[-1] == "_"
             or op == "setitem"
             or (kwargs and ("out" in kwargs or kwargs.get("inplace") is True))
+            or op in _WRITES_ARGUMENTS
         ):
-            self._save_before_write(args, kwargs)
+            self._save_before_write(op, args, kwargs)
         result = func(*args, **kwargs)
 
         if isinstance(result, Tensor):
@@ -300,17 +303,16 @@ class Recorder(TorchFunctionMode):
                     return  # torch.cat([a, b]): the inputs list says it all
         described.append((key, "<device>" if key == "device" else describe(value)))
 
-    def _save_before_write(self, args: Any, kwargs: Any) -> None:
-        """Keep a copy of a parameter or input the forward is about to write in place."""
-        target = kwargs.get("out", args[0] if args else None)
-        if not isinstance(target, Tensor):
-            return
-        if target._base is not None:  # writing through a view writes the tensor it views
-            target = target._base
-        key = id(target)
-        if key in self.protected and key not in self.saved:
-            with torch.no_grad():  # the mode is off inside its own handler
-                self.saved[key] = (target, target.detach().clone())
+    def _save_before_write(self, op: str, args: Any, kwargs: Any) -> None:
+        """Let the guard copy a model tensor (or input) the operation is about to write."""
+        if op in _WRITES_ARGUMENTS:  # batch_norm(input, running_mean, running_var, ...)
+            written = tensors_in(args[1:], tensors_in(kwargs.values(), []))
+        elif kwargs and "out" in kwargs:
+            written = tensors_in((kwargs["out"],), [])
+        else:  # the tensor written is the first one given: x.add_(1), nn.init.normal_(tensor=w)
+            written = tensors_in(args, [])[:1] or tensors_in(kwargs.values(), [])[:1]
+        for target in written:
+            self.guard.before_write(target)
 
     # -- custom autograd Functions -----------------------------------------------------
 

@@ -1,15 +1,25 @@
 """The model's state around a trace: what a forward may change, saved before and put back after.
 
 This is the "no trace leaves a trace" promise of DESIGN.md: after :func:`trace` returns or
-raises, the model's parameters, buffers and training flags and the global RNG state are as
-they were. :func:`seeded` is the fixture's side of it: the RNGs seeded for a test body and
+raises, the model is as it was: the same parameter, buffer and submodule objects in each
+module, holding the same storage and values, the same training flags, and the same global
+RNG state. :func:`seeded` is the fixture's side of it: the RNGs seeded for a test body and
 restored after it.
+
+Values are copied only when something is about to write them (:class:`WriteGuard`), found
+by storage, so a write through ``.data``, a view, ``out=`` or ``copy_`` is caught as well as
+a plain in-place op; a model holding a 500 MB buffer it never writes costs nothing extra.
+What a forward rebinds (``self.x = self.x + 1``, a new ``nn.Parameter``, a new submodule, a
+new buffer, ``p.data = ...``) is put back from the module tables saved up front, which hold
+references, not copies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,44 +28,162 @@ from torch.nn.parameter import is_lazy
 from .modules import ModuleTree
 
 
+def _storage_key(tensor: Tensor) -> int | None:
+    """Which memory a tensor's values live in: shared by its views, ``.data`` and aliases."""
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError, TypeError):  # sparse, nested and other storage-less layouts
+        return None
+
+
+class WriteGuard:
+    """Copies a model tensor (parameter, buffer or input) the moment before the forward first writes it."""
+
+    def __init__(self, tensors: Iterable[Tensor]) -> None:
+        self._owners: dict[int, list[Tensor]] = {}  # storage -> the tensors whose values live there
+        for tensor in tensors:
+            key = _storage_key(tensor)
+            if key is not None:
+                self._owners.setdefault(key, []).append(tensor)
+        #: ``(tensor, copy of its values)`` by tensor id, for each tensor written so far.
+        self.saved: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def before_write(self, target: Tensor) -> None:
+        """Save what ``target``'s memory holds, if it is a model tensor's and not saved yet."""
+        owners = self._owners.pop(_storage_key(target), None)  # type: ignore[arg-type]
+        if owners:
+            self.save(owners)
+
+    def save(self, tensors: Iterable[Tensor]) -> None:
+        with torch._C.DisableTorchFunction(), torch.no_grad():  # the tracer's own copies are no ops
+            for tensor in tensors:
+                if id(tensor) not in self.saved:
+                    self.saved[id(tensor)] = (tensor, tensor.detach().clone())
+
+    def restore(self) -> None:
+        with torch._C.DisableTorchFunction(), torch.no_grad():
+            for tensor, copy in self.saved.values():
+                tensor.copy_(copy)
+
+
 class ModelState:
     """What a forward pass may change and a trace must put back."""
 
-    def __init__(self, tree: ModuleTree) -> None:
+    def __init__(self, tree: ModuleTree, inputs: Iterable[Tensor] = (), *, grad: bool = False) -> None:
         self.training = [(m, m.training) for _, m in tree.modules]
-        # Native kernels (batch_norm's running statistics) write buffers without bumping
-        # their version counter, so every buffer is copied and put back.
+        # The tables themselves (references): a forward that rebinds an entry is undone by these.
+        self.tables = [
+            (m, dict(m._parameters), dict(m._buffers), dict(m._modules), set(m._non_persistent_buffers_set))
+            for _, m in tree.modules
+            if not isinstance(m, torch.jit.ScriptModule)  # its tables are C++'s: Python cannot rebind them
+        ]
         # A lazy module's first forward makes its parameters: that change is expected.
-        self.buffers = [(b, b.detach().clone()) for _, b in tree.buffers if not is_lazy(b)]
-        self.params = [(p, p._version) for _, p in tree.params if not is_lazy(p)]
-        self.cpu_rng = torch.get_rng_state()
-        self.cuda_rng = (
+        tensors = [t for _, t in (*tree.params, *tree.buffers) if not is_lazy(t)]
+        # `p.data = other` keeps the object and swaps its memory: an alias keeps the old memory.
+        self.aliases = [(t, t.data) for t in tensors]
+        self.versions = [(t, t._version) for t in tensors]
+        self.grads = [
+            (p, p.grad, None if p.grad is None or not grad else p.grad.clone()) for _, p in tree.params
+        ]
+        self.guard = WriteGuard([*tensors, *inputs])
+        # Code the tracer cannot see into writes without telling: TorchScript modules are copied up front.
+        scripted = [m for _, m in tree.modules if isinstance(m, torch.jit.ScriptModule)]
+        self.guard.save(t for m in scripted for t in (*m.parameters(), *m.buffers()))
+        self.rng = _RngState()
+
+    def restore(self) -> None:
+        for module, parameters, buffers, modules, non_persistent in self.tables:
+            tables: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
+                (module._parameters, parameters),
+                (module._buffers, buffers),
+                (module._modules, modules),
+            )
+            for table, saved in tables:
+                if table.keys() != saved.keys() or any(table[k] is not v for k, v in saved.items()):
+                    table.clear()
+                    table.update(saved)
+            if module._non_persistent_buffers_set != non_persistent:
+                module._non_persistent_buffers_set = set(non_persistent)
+        with torch._C.DisableTorchFunction(), torch.no_grad():
+            for tensor, alias in self.aliases:
+                if _moved(tensor, alias):
+                    tensor.data = alias
+        self.guard.restore()
+        for param, grad, values in self.grads:
+            if param.grad is not grad:
+                param.grad = grad
+            if values is not None and grad is not None:
+                grad.copy_(values)
+        for module, training in self.training:
+            if module.training is not training:  # nn.Module.__setattr__ is slow: skip the no-ops
+                module.training = training
+        self.rng.restore()
+
+    def unrestorable(self) -> list[Tensor]:
+        """Model tensors changed in place by code the tracer could not see into (native kernels)."""
+        saved = self.guard.saved
+        return [t for t, version in self.versions if t._version != version and id(t) not in saved]
+
+
+def _moved(tensor: Tensor, alias: Tensor) -> bool:
+    """Whether ``tensor`` no longer holds the memory ``alias`` holds (``tensor.data = ...``)."""
+    return (
+        tensor.dtype != alias.dtype
+        or tensor.shape != alias.shape
+        or (not tensor.is_meta and tensor.data_ptr() != alias.data_ptr())
+        or tensor.stride() != alias.stride()
+    )
+
+
+class _RngState:
+    """torch's (CPU and every initialised CUDA device), NumPy's and Python's global RNG states."""
+
+    def __init__(self) -> None:
+        self.cpu = torch.get_rng_state()
+        self.cuda = (
             torch.cuda.get_rng_state_all()
             if torch.cuda.is_available() and torch.cuda.is_initialized()
             else None
         )
+        self.python = random.getstate()
+        self.numpy = _numpy_random()
+        self.numpy_state = self.numpy.get_state() if self.numpy is not None else None
 
-    def restore(self, saved: dict[int, tuple[Tensor, Tensor]]) -> None:
-        with torch.no_grad():
-            for buf, copy in self.buffers:
-                buf.copy_(copy)
-            for tensor, copy in saved.values():
-                tensor.copy_(copy)
-        for module, training in self.training:
-            if module.training is not training:  # nn.Module.__setattr__ is slow: skip the no-ops
-                module.training = training
-        torch.set_rng_state(self.cpu_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+        random.setstate(self.python)
+        if self.numpy is not None:
+            self.numpy.set_state(self.numpy_state)
 
-    def unrestorable(self, saved: dict[int, tuple[Tensor, Tensor]]) -> list[Tensor]:
-        """Parameters changed in place by code the tracer could not see (native ops)."""
-        return [p for p, version in self.params if p._version != version and id(p) not in saved]
+
+def _numpy_random() -> Any:
+    try:
+        import numpy
+    except ImportError:  # torch runs without NumPy
+        return None
+    return numpy.random
 
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """torch's RNGs (CPU and every CUDA device) seeded with ``seed`` inside, restored after."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        yield
+    """torch's, NumPy's and Python's global RNGs seeded with ``seed`` inside, restored after."""
+    numpy = _numpy_random()
+    python, numpy_state = random.getstate(), numpy.get_state() if numpy is not None else None
+    with torch.random.fork_rng():  # CPU and every CUDA device
+        try:
+            torch.manual_seed(seed)
+            random.seed(seed)
+            if numpy is not None:
+                numpy.seed(seed % 2**32)  # NumPy's global seed is 32-bit
+            yield
+        finally:
+            random.setstate(python)
+            if numpy is not None:
+                numpy.set_state(numpy_state)
+
+
+def grad_mode(*, grad: bool) -> Any:
+    """The autograd mode a forward runs in: off unless the forward itself differentiates."""
+    return torch.enable_grad() if grad else torch.no_grad()
