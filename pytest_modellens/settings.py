@@ -29,6 +29,7 @@ class Settings:
     seed: int
     pictures: bool
     picture_format: str
+    depth: int | None = None
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -41,6 +42,22 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a non-negative number (got {text!r})") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative number (got {text!r})")
+    return value
+
+
+def _depth(text: str) -> int | None:
+    """A level of at least 1; empty for every op."""
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of at least 1 (got {text!r}): 1 is the whole model as one node, "
+            "2 each module the model's forward calls"
+        )
     return value
 
 
@@ -95,6 +112,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="also draw every traced model into the artifacts directory",
     )
     group.addoption("--lens-format", choices=PICTURE_FORMATS, help="picture format: svg (default) or png")
+    group.addoption(
+        "--lens-depth",
+        type=_depth,
+        metavar="N",
+        help="snapshot module calls at level N as one node each (the model is level 1; default: every op)",
+    )
     parser.addini(
         "lens_artifacts",
         "directory for model diff pictures, relative to the rootdir",
@@ -108,6 +131,9 @@ def add_options(parser: pytest.Parser) -> None:
         "lens_pictures", "draw every traced model into the artifacts directory", type="bool", default=False
     )
     parser.addini("lens_picture_format", "picture format: svg or png", default="svg")
+    parser.addini(
+        "lens_depth", "snapshot module calls at this level as one node each (empty: every op)", default=""
+    )
 
 
 def _ini(config: pytest.Config, name: str, convert: Callable[[str], Any]) -> Any:
@@ -143,4 +169,5 @@ def from_config(config: pytest.Config) -> Settings:
         if option.lens_pictures is not None
         else bool(config.getini("lens_pictures")),
         picture_format=option.lens_format or _ini(config, "lens_picture_format", _picture_format),
+        depth=option.lens_depth if option.lens_depth is not None else _ini(config, "lens_depth", _depth),
     )

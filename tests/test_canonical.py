@@ -43,3 +43,15 @@ def test_float_noise_in_statistics_compares_equal_and_structure_does_not() -> No
     old = lens.loads(lens.trace(net, X, stats=True).dumps())
     assert lens.trace(net, X + 1e-9, stats=True) == old
     assert lens.trace(NeuralNetwork(hidden_size=5), X, stats=True) != old
+
+
+def test_a_snapshot_of_the_previous_schema_says_what_changed_and_how_to_rewrite_it() -> None:
+    text = (
+        lens.trace(torch.nn.Linear(2, 3), torch.ones(1, 2)).dumps().replace(lens.SCHEMA, "pytest-modellens/1")
+    )
+    with pytest.raises(lens.SnapshotFormatError) as raised:
+        lens.loads(text, source="snapshot file old.lens.json")
+    message = str(raised.value)
+    assert "old.lens.json was written by schema 'pytest-modellens/1'" in message
+    assert "schema 2 records trainable parameters" in message
+    assert message.endswith("run `pytest --lens-update` to rewrite it")
