@@ -17,7 +17,9 @@ recorded, and a warning printed when something else is running.
   ``log_forward_pass``, default options), timed after the others because it wraps torch
   globally until told to unwrap;
 - ``torchview``: ``torchview.draw_graph(model, input_data=args)`` (builds the graph, does
-  not render it).
+  not render it);
+- ``flops=True``: ``trace(model, *args, flops=True).dumps()`` as a ratio to the plain
+  ``trace(model, *args).dumps()`` (ResNet-18 and GPT-2).
 
 Memory is measured in a fresh subprocess per figure: the growth of the process's peak
 resident set size (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` just before the
@@ -207,6 +209,43 @@ def time_model(name: str, *, repeats: int, compare: bool) -> dict[str, Any]:
             "error": entry.error,
         }
     return row
+
+
+# -- FLOPs -------------------------------------------------------------------------------
+
+#: The models the ``flops=True`` row is timed on.
+FLOPS_MODELS = ("resnet18", "gpt2")
+
+
+def time_flops(names: list[str], *, repeats: int) -> list[dict[str, Any]]:
+    """``trace(..., flops=True).dumps()`` as a ratio to the plain ``trace(...).dumps()``, per model.
+
+    The two are interleaved round by round and paired, as the forward and the trace are.
+    """
+    rows = []
+    for name in (n for n in FLOPS_MODELS if n in names):
+        model, args = build(name)
+        timed = {
+            "plain": _Timed(lambda m=model, a=args: pytest_modellens.trace(m, *a).dumps()),
+            "flops": _Timed(lambda m=model, a=args: pytest_modellens.trace(m, *a, flops=True).dumps()),
+        }
+        _interleaved(timed, repeats)
+        rows.append({
+            "model": name,
+            "plain_s": timed["plain"].median,
+            "flops_s": timed["flops"].median,
+            "ratio": _paired_ratio(timed["flops"], timed["plain"]),
+            "error": timed["flops"].error or timed["plain"].error,
+        })  # fmt: skip
+    return rows
+
+
+def format_flops(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | trace+dumps | with flops=True | ratio |", "|---|---|---|---|"]
+    for row in rows:
+        ratio = row["error"] or f"{row['ratio']:.2f}x"
+        lines.append(f"| {row['model']} | {_ms(row['plain_s'])} | {_ms(row['flops_s'])} | {ratio} |")
+    return "\n".join(lines)
 
 
 # -- snapshot, diff and picture ----------------------------------------------------------
@@ -513,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurements")
     parser.add_argument("--no-meta", action="store_true", help="skip the GPT-2 XL meta-device row")
     parser.add_argument("--no-snapshot", action="store_true", help="skip the GPT-2 match/diff/picture rows")
+    parser.add_argument("--no-flops", action="store_true", help="skip the flops=True rows")
     parser.add_argument(
         "--out", type=Path, default=HERE / "results" / "benchmark.json", help="JSON file to write"
     )
@@ -549,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     if not options.no_snapshot and "gpt2" in names:
         print("timing GPT-2 snapshot match, diff and picture ...", file=sys.stderr, flush=True)
         results["snapshot"] = time_snapshot_work(repeats=repeats)
+    if not options.no_flops:
+        print("timing flops=True against the plain trace ...", file=sys.stderr, flush=True)
+        results["flops"] = time_flops(names, repeats=repeats)
     if not options.no_memory:
         results["memory"] = []
         for name in names:
@@ -569,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {m['load_average_at_start'][0]} at start, {m['load_average_at_end'][0]} at end\n"
     )
     print(format_table(results))
+    if results.get("flops"):
+        print("\n" + format_flops(results["flops"]))
     print("\ntargets:\n" + "\n".join(f"  {line}" for line in results["targets"]))
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(results, indent=2) + "\n")

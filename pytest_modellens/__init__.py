@@ -42,8 +42,9 @@ __all__ = [
 def trace(model: Any, /, *args: Any, **kwargs: Any) -> Trace:
     """Run ``model(*args, **kwargs)`` once under the tracer and return its :class:`Trace`.
 
-    Keyword options ``stats``, ``rtol`` and ``atol`` are the tracer's; every other
-    keyword goes to the model. See :func:`pytest_modellens.tracer.trace`.
+    Keyword options ``stats``, ``rtol``, ``atol``, ``depth``, ``leaf_modules`` and ``flops``
+    are the tracer's; every other keyword goes to the model. See
+    :func:`pytest_modellens.tracer.trace`.
     """
     from .tracer import trace as _trace
 

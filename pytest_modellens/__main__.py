@@ -2,6 +2,7 @@
 
     python -m pytest_modellens diff OLD.lens.json NEW.lens.json -o diff.svg
     python -m pytest_modellens show SNAPSHOT.lens.json -o model.svg [--depth N] [--rolled]
+    python -m pytest_modellens show SNAPSHOT.lens.json --table [--table-depth N]
 
 ``diff`` prints the changes and exits 0 when there are none, 1 when there are (as
 ``diff`` does); both exit 2 on bad input (a missing file, a file that is not a model
@@ -62,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("-o", "--output", metavar="FILE", help="write the model picture (.svg, .png or .gv)")
     show.add_argument("--depth", type=_at_least(1), metavar="N", help="collapse modules nested deeper than N")
     show.add_argument("--rolled", action="store_true", help="draw a module called N times once, marked xN")
+    show.add_argument(
+        "--table", action="store_true", help="print a torchinfo-style table of the modules instead of the log"
+    )
+    show.add_argument(
+        "--table-depth",
+        type=_at_least(1),
+        metavar="N",
+        help="in the table, modules down to level N only (the model is level 1)",
+    )
     return parser
 
 
@@ -71,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "show":
             trace = _read(args.snapshot)
-            print(trace.summary())
+            print(trace.table(depth=args.table_depth) if args.table else trace.summary())
             if args.output:
                 from .render import render_trace
 

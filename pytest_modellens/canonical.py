@@ -25,7 +25,16 @@ from . import ids
 from .errors import SnapshotFormatError
 from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
 
-SCHEMA = "pytest-modellens/1"
+SCHEMA = "pytest-modellens/2"
+#: What each newer schema added, for the message that an older snapshot gets.
+SCHEMA_CHANGES = {
+    "pytest-modellens/1": (
+        "schema 2 records trainable parameters (a 'trainable' count per module, 'trainable_params' and "
+        "'frozen_params' in the summary, frozen parameters marked), and optional FLOPs and module nodes"
+    ),
+}
+#: The mark after a parameter's spec when it does not require grad: ``"float32[4, 2] frozen"``.
+FROZEN = " frozen"
 #: Significant digits kept of each activation statistic.
 STATS_DIGITS = 6
 STAT_FIELDS = ("mean", "std", "min", "max")
@@ -59,6 +68,8 @@ def _node_data(node: Node) -> dict[str, Any]:
         entry["args"] = dict(node.args)
     if node.outputs:
         entry["out"] = _out(node.outputs)
+    if node.flops:  # counted and not zero: a node without the key did none
+        entry["flops"] = node.flops
     return entry
 
 
@@ -72,6 +83,7 @@ def _stats_data(stats: Stats) -> dict[str, Any]:
 def to_data(trace: Trace) -> dict[str, Any]:
     """The canonical plain-data form of a trace (what the snapshot file holds)."""
     passes = trace.passes  # walks every node: once, not again for `recurrent`
+    params, trainable = trace.param_count, trace.trainable_count
     summary = {
         "model": trace.model,
         "inputs": trace.inputs,
@@ -79,7 +91,9 @@ def to_data(trace: Trace) -> dict[str, Any]:
         "ops": len(trace.op_nodes),
         "tensors": trace.tensor_count,
         "tensor_bytes": trace.tensor_bytes,
-        "params": trace.param_count,
+        "params": params,
+        "trainable_params": trainable,
+        "frozen_params": params - trainable,
         "param_bytes": trace.param_bytes,
         "param_ops": trace.param_op_count,
         "modules": max(len(trace.modules) - 1, 0),
@@ -88,19 +102,24 @@ def to_data(trace: Trace) -> dict[str, Any]:
         "branching": trace.branching,
         "conditional": trace.conditional,
     }
+    if trace.has_flops:
+        summary["flops"] = trace.flops
     modules = {}
     for m in trace.modules:
         entry: dict[str, Any] = {"class": m.class_name}
         if m.config:
             entry["config"] = m.config
         entry["params"] = m.params
+        entry["trainable"] = m.trainable
         entry["calls"] = m.calls
+        if m.flops:
+            entry["flops"] = m.flops
         modules[m.path] = entry
     data: dict[str, Any] = {
         "schema": SCHEMA,
         "summary": summary,
         "modules": modules,
-        "params": {p.ref: str(p.spec) for p in trace.params},
+        "params": {p.ref: f"{p.spec}{'' if p.trainable or p.is_buffer else FROZEN}" for p in trace.params},
         "nodes": {node.node_id: _node_data(node) for node in trace.nodes},
     }
     if trace.has_stats:
@@ -174,8 +193,10 @@ def parse(text: str, *, source: str = "snapshot") -> dict[str, Any]:
     if not isinstance(data, dict) or "schema" not in data:
         raise SnapshotFormatError(f"{source} is not a model snapshot (no 'schema' key); {UPDATE_HINT}")
     if data["schema"] != SCHEMA:
+        news = SCHEMA_CHANGES.get(data["schema"])
         raise SnapshotFormatError(
-            f"{source} was written by schema {data['schema']!r}, this version reads {SCHEMA!r}; {UPDATE_HINT}"
+            f"{source} was written by schema {data['schema']!r}, this version reads {SCHEMA!r}"
+            f"{f' ({news})' if news else ''}; {UPDATE_HINT}"
         )
     return data
 
@@ -196,11 +217,20 @@ def from_data(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
     where = "summary"
     try:
         summary = data["summary"]
+        counted = "flops" in summary  # then a node or module without the key did none
         modules = []
         for path, entry in data["modules"].items():
             where = f"module {path!r}"
             modules.append(
-                ModuleInfo(path, entry["class"], entry.get("config", ""), entry["params"], entry["calls"])
+                ModuleInfo(
+                    path,
+                    entry["class"],
+                    entry.get("config", ""),
+                    entry["params"],
+                    entry["calls"],
+                    entry["trainable"],
+                    entry.get("flops", 0) if counted else None,
+                )
             )
         params = []
         for ref, spec in data["params"].items():
@@ -208,7 +238,9 @@ def from_data(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
             ref_kind, name = ids.split_ref(ref)
             if ref_kind is not ids.RefKind.PARAM and ref_kind is not ids.RefKind.BUFFER:
                 raise ValueError(f"a parameter is named 'param:<name>' or 'buffer:<name>' (got {ref!r})")
-            params.append(ParamInfo(name, ref_kind is ids.RefKind.BUFFER, TensorSpec.parse(spec)))
+            is_buffer, frozen = ref_kind is ids.RefKind.BUFFER, spec.endswith(FROZEN)
+            tensor = TensorSpec.parse(spec.removesuffix(FROZEN))
+            params.append(ParamInfo(name, is_buffer, tensor, trainable=not (is_buffer or frozen)))
         stats = data.get("stats", {})
         nodes = []
         for node_id, entry in data["nodes"].items():
@@ -226,7 +258,10 @@ def from_data(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
             node_stats = (
                 tuple(Stats(**stats[ref]) if ref in stats else None for ref in node.refs) if stats else ()
             )
-            nodes.append(Node(node.node_id, kind, node.op, node.inputs, node.args, outputs, node_stats))
+            flops = entry.get("flops", 0) if counted else None
+            nodes.append(
+                Node(node.node_id, kind, node.op, node.inputs, node.args, outputs, node_stats, flops)
+            )
         return Trace(
             summary["model"],
             summary["inputs"],

@@ -19,12 +19,14 @@ from typing import Any
 from deepdiff import DeepDiff
 
 from . import ids
-from .canonical import STAT_FIELDS, loads, to_data
+from .canonical import FROZEN, STAT_FIELDS, loads, to_data
 from .changes import Change, ChangeKind, Comparison, Matching
 from .match import match, rename_runs
 from .trace import Node, TensorSpec, Tolerance, Trace
 
 _STRUCTURE_KEYS = ("recurrent", "passes", "branching", "conditional")
+#: Module fields that add up the tree (a change moves every ancestor), and how a change reads.
+_ROLLED_UP = {"params": "params", "trainable": "trainable params", "flops": "flops"}
 
 
 # -- comparing -------------------------------------------------------------------------
@@ -64,6 +66,8 @@ def _node_change(node_id: str, field: str, old: dict[str, Any], new: dict[str, A
         return [Change(ChangeKind.OUTPUT_CHANGED, node_id, _out_detail(before, after), before, after)]
     if field == "in":
         return [Change(ChangeKind.INPUTS_REWIRED, node_id, "inputs", before or [], after or [])]
+    if field == "flops":
+        return [Change(ChangeKind.ARGS_CHANGED, node_id, "flops", before or 0, after or 0)]
     before, after = before or {}, after or {}
     return [
         Change(ChangeKind.ARGS_CHANGED, node_id, f"arg {key}", before.get(key), after.get(key))
@@ -72,10 +76,14 @@ def _node_change(node_id: str, field: str, old: dict[str, Any], new: dict[str, A
     ]
 
 
-def _module_change(path: str, field: str, old: dict[str, Any], new: dict[str, Any]) -> Change:
+def _module_change(path: str, field: str, old: dict[str, Any], new: dict[str, Any]) -> Change | None:
     before, after = old.get(field), new.get(field)
-    if field == "params":
-        return Change(ChangeKind.PARAMS_CHANGED, path, "params", before, after)
+    if field == "trainable" and all(entry.get("trainable") == entry.get("params") for entry in (old, new)):
+        return None  # all trainable before and after: the params change says it all
+    if field in ("params", "trainable"):
+        return Change(ChangeKind.PARAMS_CHANGED, path, _ROLLED_UP[field], before, after)
+    if field == "flops":
+        return Change(ChangeKind.MODULE_RECONFIGURED, path, "flops", before or 0, after or 0)
     return Change(ChangeKind.MODULE_RECONFIGURED, path, field, before, after)
 
 
@@ -163,18 +171,23 @@ def compare(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None =
     ]
     module_order = {path: k for k, path in enumerate(new_data["modules"])}
     module_changes = [
-        _module_change(key, field, before["modules"][key], after["modules"][key])
+        change
         for key, field in in_order("modules", module_order)
+        if (change := _module_change(key, field, before["modules"][key], after["modules"][key]))
     ]
-    # A parameter count moves up the whole module tree; name the deepest modules only.
-    counted = {c.subject for c in module_changes if c.kind is ChangeKind.PARAMS_CHANGED}
+    # A parameter or FLOP count moves up the whole module tree; name the deepest modules only.
+    counted = {(c.detail, c.subject) for c in module_changes if c.detail in _ROLLED_UP.values()}
     changes += [
         c for c in module_changes
-        if c.kind is not ChangeKind.PARAMS_CHANGED
-        or not any(other != c.subject and ids.is_within(other, c.subject) for other in counted)
+        if c.detail not in _ROLLED_UP.values()
+        or not any(other != c.subject and ids.is_within(other, c.subject)
+                   for detail, other in counted if detail == c.detail)
     ]  # fmt: skip
-    # Parameters come and go with their modules (counted above); a changed shape is news.
+    # Parameters come and go with their modules (counted above), and are frozen with them
+    # (their trainable count); a changed shape is news.
     for ref, _ in in_order("params", {}):
+        if before["params"][ref].removesuffix(FROZEN) == after["params"][ref].removesuffix(FROZEN):
+            continue
         changes.append(
             Change(ChangeKind.PARAMS_CHANGED, ref, "tensor", before["params"][ref], after["params"][ref])
         )

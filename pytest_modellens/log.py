@@ -1,4 +1,4 @@
-"""The readable log of a trace, in the spirit of TorchLens's "Log of ... forward pass".
+"""The readable views of a trace: TorchLens's "Log of ... forward pass" and a torchinfo-style table.
 
 The layer labels here (``linear_1_1``: op, how many of that op so far, how many ops so
 far) are global counters: handy to read, useless to diff, so they live only in this
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from . import ids
-from .trace import Trace
+from .trace import TensorSpec, Trace
 
 
 def _bytes(count: int) -> str:
@@ -101,4 +101,90 @@ def format_summary(trace: Trace) -> str:
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[4]]
         lines.append("\t\t" + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# -- the torchinfo-style table ---------------------------------------------------------------
+
+
+def module_level(path: str, called: set[str]) -> int:
+    """A module's level: the model is 1, a module its forward calls 2; never-called containers add none."""
+    above = ids.ancestors(path)[:-1]
+    return len(above) + (2 if path else 1) - sum(1 for a in above if a not in called)
+
+
+def module_outputs(trace: Trace) -> dict[str, TensorSpec]:
+    """The first tensor each module handed out: the first one made within its path and read outside it.
+
+    Of a module that ran more than once, that is its first call's (as far as the readers
+    go). The root's is the model's first output.
+    """
+    made: dict[str, tuple[str, TensorSpec]] = {}  # reference -> (module path it was made in, spec)
+    first: dict[str, TensorSpec] = {}
+    for node in trace.nodes:
+        reader = node.module_path
+        for ref in node.inputs:
+            entry = made.get(ref)
+            if entry is not None:
+                for path in ids.ancestors(entry[0]):
+                    if path not in first and not ids.is_within(reader, path):
+                        first[path] = entry[1]
+        if node.kind.in_forward:
+            for ref, spec in zip(node.refs, node.outputs):
+                made[ref] = (node.module_path, spec)
+    outputs = [spec for node in trace.nodes if node.kind.value == "output" for spec in node.outputs]
+    if outputs:
+        first[""] = outputs[0]
+    return first
+
+
+def _number(value: int | None) -> str:
+    return "--" if value is None else f"{value:,}"
+
+
+def format_table(trace: Trace, *, depth: int | None = None) -> str:
+    """One row per module down to level ``depth`` (all when None), indented by path, then the totals.
+
+    Levels are :func:`module_level`'s, those of ``depth=`` in a trace. Params and trainable
+    count every parameter under the module once; the totals count each tensor once, tied
+    and shared ones too. FLOPs show when they were counted (``flops=True``).
+    """
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise ValueError(f"'depth' must be an int of at least 1 or None (got {depth!r})")
+    called = {m.path for m in trace.modules if m.calls}
+    outputs = module_outputs(trace)
+    flops = trace.has_flops
+    header = ["Module (class)", "Output shape", "Params", "Trainable"] + (["FLOPs"] if flops else [])
+    rows = [header]
+    for m in trace.modules:
+        if depth is not None and module_level(m.path, called) > depth:
+            continue
+        indent = "  " * len(ids.ancestors(m.path))
+        out = outputs.get(m.path)
+        row = [
+            f"{indent}{m.path}: {m.class_name}" if m.path else m.class_name,
+            "--" if out is None else f"[{', '.join(map(str, out.shape))}]",
+            _number(m.params),
+            _number(m.trainable),
+        ]
+        rows.append(row + ([_number(m.flops)] if flops else []))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        return "  ".join(cells).rstrip()
+
+    rule = "=" * len(line(header))
+    params, trainable = trace.param_count, trace.trainable_count
+    lines = [rule, line(header), rule, *map(line, rows[1:]), rule]
+    lines += [
+        f"Total params: {params:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {params - trainable:,}",
+        f"Parameter bytes: {trace.param_bytes:,} ({_bytes(trace.param_bytes)})",
+        f"Activation bytes: {trace.tensor_bytes:,} ({_bytes(trace.tensor_bytes)})",
+    ]
+    if flops:
+        lines.append(f"Total FLOPs: {trace.flops:,}")
+    lines.append(rule)
     return "\n".join(lines)

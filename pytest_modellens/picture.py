@@ -62,7 +62,7 @@ class Shape(str, Enum):
 
     @classmethod
     def of(cls, kind: NodeKind) -> Shape:
-        return cls(kind.value)
+        return cls.BOX if kind is NodeKind.MODULE else cls(kind.value)  # a module node is a box
 
 
 @dataclass(slots=True)

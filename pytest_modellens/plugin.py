@@ -65,9 +65,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture
 def model_trace(request: pytest.FixtureRequest) -> Iterator[Callable[..., Trace]]:
-    """Trace a model: ``model_trace(model, *args, stats=None, rtol=None, atol=None, **kwargs)``.
+    """Trace a model: ``model_trace(model, *args, stats=None, rtol=None, atol=None, depth=None, **kwargs)``.
 
     Compare the result with syrupy's ``snapshot``: ``assert model_trace(net, x) == snapshot``.
+    ``stats`` and ``depth`` default to ``--lens-stats`` and ``--lens-depth`` (or their ini keys);
+    ``leaf_modules`` and ``flops`` are :func:`pytest_modellens.trace`'s.
     torch's RNGs are seeded (``--lens-seed``, default 0) before the test body runs, so
     weights made in the test are the same on every run, and restored afterwards.
     """
@@ -82,6 +84,7 @@ def model_trace(request: pytest.FixtureRequest) -> Iterator[Callable[..., Trace]
         stats: bool | None = None,
         rtol: float | None = None,
         atol: float | None = None,
+        depth: int | None = None,
         **kwargs: Any,
     ) -> Trace:
         __tracebackhide__ = True
@@ -92,6 +95,7 @@ def model_trace(request: pytest.FixtureRequest) -> Iterator[Callable[..., Trace]
             stats=settings.stats if stats is None else stats,
             rtol=tolerance.rtol,
             atol=tolerance.atol,
+            depth=settings.depth if depth is None else depth,
             **kwargs,
         )
         if settings.pictures:

@@ -30,6 +30,7 @@ class Settings:
     seed: int
     pictures: bool
     picture_format: str
+    depth: int | None = None
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -76,6 +77,22 @@ def _bool(text: str) -> bool:
         return _BOOLS[text.lower()]
     except KeyError:
         raise ValueError("expected true or false") from None
+
+
+def _depth(text: str) -> int | None:
+    """A level of at least 1; empty for every op."""
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of at least 1 (got {text!r}): 1 is the whole model as one node, "
+            "2 each module the model's forward calls"
+        )
+    return value
 
 
 def _picture_format(text: str) -> str:
@@ -135,6 +152,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="also draw every traced model into the artifacts directory",
     )
     group.addoption("--lens-format", choices=PICTURE_FORMATS, help="picture format: svg (default) or png")
+    group.addoption(
+        "--lens-depth",
+        type=_depth,
+        metavar="N",
+        help="snapshot module calls at level N as one node each (the model is level 1; default: every op)",
+    )
     parser.addini(
         "lens_artifacts",
         "directory for model diff pictures, relative to the rootdir",
@@ -150,6 +173,9 @@ def add_options(parser: pytest.Parser) -> None:
         "lens_pictures", "draw every traced model into the artifacts directory (true/false)", default="false"
     )
     parser.addini("lens_picture_format", "picture format: svg or png", default="svg")
+    parser.addini(
+        "lens_depth", "snapshot module calls at this level as one node each (empty: every op)", default=""
+    )
 
 
 def _ini(config: pytest.Config, name: str, convert: Callable[[str], Any]) -> Any:
@@ -186,4 +212,5 @@ def from_config(config: pytest.Config) -> Settings:
         if option.lens_pictures is not None
         else _ini(config, "lens_pictures", _bool),
         picture_format=option.lens_format or _ini(config, "lens_picture_format", _picture_format),
+        depth=option.lens_depth if option.lens_depth is not None else _ini(config, "lens_depth", _depth),
     )

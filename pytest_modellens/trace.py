@@ -10,7 +10,11 @@ Node kinds form a closed set (:class:`NodeKind`):
 - ``condition``: Python branching on a tensor value (``if x.sum() > 0``,
   ``torch.equal(a, b)``), op ``bool``/``equal``/``allclose``/``is_nonzero``/``contains``;
   its ``args`` say which way it went: ``{"result": true}``;
-- ``output``: a tensor the model returned (``output``, ``output:logits``).
+- ``output``: a tensor the model returned (``output``, ``output:logits``);
+- ``module``: a whole module call shown as one node (``depth``, ``leaf_modules``), its op the
+  module's class (``transformer.h.0/GPT2Block``, ``cell:3/LSTMCell``), its inputs what the call
+  read from outside (its own parameters left to the module table), its outputs what was read of
+  it afterwards.
 
 Node ids come from where an operation happens, never from a global counter, so a
 change in one place of a model changes the ids of that place only (see DESIGN.md).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -53,11 +58,12 @@ class NodeKind(str, Enum):
     OP = "op"
     CONDITION = "condition"
     OUTPUT = "output"
+    MODULE = "module"
 
     @property
     def in_forward(self) -> bool:
-        """Whether nodes of this kind happen inside the forward (ops and conditions), in a scope."""
-        return self is NodeKind.OP or self is NodeKind.CONDITION
+        """Whether nodes of this kind happen inside the forward (ops, conditions, module calls), in a scope."""
+        return self is not NodeKind.INPUT and self is not NodeKind.OUTPUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +153,8 @@ class Node:
     ``inputs`` are references: node ids (``id#k`` for the k-th output of a node with
     several), ``param:<name>``, ``buffer:<name>`` or ``const:<spec>`` for a tensor that
     came from neither. ``args`` are the non-tensor arguments as ``(position or keyword,
-    value)`` pairs with JSON-safe values.
+    value)`` pairs with JSON-safe values. ``flops`` is None unless FLOPs were counted
+    (``flops=True``): then the floating-point operations ``FlopCounterMode`` saw in this node.
     """
 
     node_id: str
@@ -157,6 +164,7 @@ class Node:
     args: tuple[tuple[str, Any], ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
     stats: tuple[Stats | None, ...] = ()
+    flops: int | None = None
 
     @property
     def scope(self) -> str:
@@ -179,22 +187,33 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class ModuleInfo:
-    """One module of the model: where it sits, what it is, how often it ran."""
+    """One module of the model: where it sits, what it is, how often it ran.
+
+    ``params`` and ``trainable`` count the parameters under it (a shared one once), all and
+    those with ``requires_grad``; ``flops`` is None unless FLOPs were counted, then the sum
+    over every call of the nodes within its path.
+    """
 
     path: str
     class_name: str
     config: str
     params: int
     calls: int
+    trainable: int
+    flops: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ParamInfo:
-    """A parameter or buffer of the model (shared ones once, under their first name)."""
+    """A parameter or buffer of the model (shared ones once, under their first name).
+
+    ``trainable`` is the parameter's ``requires_grad``; a buffer is never trainable.
+    """
 
     name: str
     is_buffer: bool
     spec: TensorSpec
+    trainable: bool = False
 
     @property
     def ref(self) -> str:
@@ -245,21 +264,44 @@ class Trace:
         return sum(p.spec.nbytes for p in self.params if not p.is_buffer)
 
     @property
+    def trainable_count(self) -> int:
+        return sum(p.spec.numel for p in self.params if p.trainable)
+
+    @property
+    def has_flops(self) -> bool:
+        return any(node.flops is not None for node in self.nodes)
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations of the whole forward (0 when they were not counted)."""
+        return sum(node.flops or 0 for node in self.nodes)
+
+    def _with_params(self) -> Iterator[tuple[Node, tuple[str, ...]]]:
+        """Each op that uses parameters, and each module node of a module that has them, with those."""
+        holders = {m.path for m in self.modules if m.params}
+        for node in self.nodes:
+            if node.kind is NodeKind.OP:
+                params = tuple(sorted(filter(ids.is_param, node.inputs)))
+                if params:
+                    yield node, params
+            elif node.kind is NodeKind.MODULE and node.module_path in holders:
+                yield node, (node.module_path,)  # its own parameters, counted in its module entry
+
+    @property
     def param_op_count(self) -> int:
-        return sum(1 for node in self.op_nodes if any(map(ids.is_param, node.inputs)))
+        return sum(1 for _ in self._with_params())
 
     @property
     def passes(self) -> int:
         """Most times one parametrised operation ran: the same op on the same parameters.
 
         A parameter-free module called twice (one ``nn.Sigmoid`` used after two layers)
-        is not recurrence; a cell whose weights run on every step of a loop is.
+        is not recurrence; a cell whose weights run on every step of a loop is, whether its
+        steps are ops or, collapsed, module nodes.
         """
         groups: Counter[tuple[str, tuple[str, ...]]] = Counter()
-        for node in self.op_nodes:
-            params = tuple(sorted(filter(ids.is_param, node.inputs)))
-            if params:
-                groups[node.op, params] += 1
+        for node, params in self._with_params():
+            groups[node.op, params] += 1
         return max(groups.values(), default=1)
 
     @property
@@ -314,6 +356,12 @@ class Trace:
         from .log import format_summary
 
         return format_summary(self)
+
+    def table(self, *, depth: int | None = None) -> str:
+        """A torchinfo-style table: one row per module down to ``depth`` levels, then the totals."""
+        from .log import format_table
+
+        return format_table(self, depth=depth)
 
     def __str__(self) -> str:
         return self.summary()

@@ -76,3 +76,15 @@ def test_the_whole_file_is_checked_and_the_wrong_part_named(data: dict, edit: An
     edit(data)
     with pytest.raises(lens.SnapshotFormatError, match=message + r".*--lens-update"):
         lens.loads(json.dumps(data))
+
+
+def test_a_snapshot_of_the_previous_schema_says_what_changed_and_how_to_rewrite_it() -> None:
+    text = (
+        lens.trace(torch.nn.Linear(2, 3), torch.ones(1, 2)).dumps().replace(lens.SCHEMA, "pytest-modellens/1")
+    )
+    with pytest.raises(lens.SnapshotFormatError) as raised:
+        lens.loads(text, source="snapshot file old.lens.json")
+    message = str(raised.value)
+    assert "old.lens.json was written by schema 'pytest-modellens/1'" in message
+    assert "schema 2 records trainable parameters" in message
+    assert message.endswith("run `pytest --lens-update` to rewrite it")

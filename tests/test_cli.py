@@ -100,7 +100,7 @@ def test_bad_arguments_exit_2(snapshots: tuple[Path, Path], capsys: pytest.Captu
     "damage",
     [
         lambda text: text.replace('"out": "float32[2, 4]"', '"out": "float32[2, 4]", "in": [1, 2]', 1),
-        lambda text: '{"schema": "pytest-modellens/1", "summary": ' + "[" * 50000 + "]" * 50000 + "}",
+        lambda text: '{"schema": "' + pm.SCHEMA + '", "summary": ' + "[" * 50000 + "]" * 50000 + "}",
         lambda text: text.replace('"params": 16', '"params": "sixteen"', 1),
         lambda text: text.replace('"schema"', '"schéma"').encode("latin-1").decode("latin-1"),
     ],

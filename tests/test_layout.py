@@ -38,7 +38,8 @@ ALLOWED: dict[str, set[str]] = {
     "plugin": {"trace", "settings", "artifacts", "lifecycle"},
     "__main__": {"errors", "trace", "canonical"},
     "__init__": {"errors", "trace", "canonical", "changes"},
-    "tracer": {"ids", "errors", "trace", "tracer"},
+    "granularity": {"ids", "trace"},
+    "tracer": {"ids", "errors", "trace", "granularity", "tracer"},
 }
 #: Module -> what it may import lazily, inside a function, beyond :data:`ALLOWED`.
 LAZY: dict[str, set[str]] = {

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import pytest_modellens as lens
+
 SNAPSHOT = Path("__snapshots__/test_net/test_reference.lens.json")
 
 
@@ -60,7 +62,7 @@ def test_a_missing_snapshot_fails_and_says_how_to_write_it(reference_suite: pyte
     ("edit", "expected"),
     [
         (
-            lambda text: text.replace("pytest-modellens/1", "pytest-modellens/0"),
+            lambda text: text.replace(lens.SCHEMA, "pytest-modellens/0"),
             "*written by schema 'pytest-modellens/0'*",
         ),
         (lambda text: text[: len(text) // 2], "*not valid model-snapshot JSON (line*"),
@@ -112,6 +114,8 @@ def test_several_assertions_in_one_test_get_one_file_each(pytester: pytest.Pytes
 MANY_TESTS = """
 import os
 import pytest
+
+import pytest_modellens as lens
 import torch
 from torch import nn
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import pytest_modellens as lens
+
 MODELS = textwrap.dedent(
     """
     import os
@@ -281,7 +283,7 @@ def _corrupt(path: Path, how: str) -> None:
     elif how == "dangling-link":
         path.symlink_to("nowhere.lens.json")
     elif how == "deep-nesting":
-        path.write_text('{"schema": "pytest-modellens/1", "summary": ' + "[" * 100000 + "]" * 100000 + "}")
+        path.write_text('{"schema": "' + lens.SCHEMA + '", "summary": ' + "[" * 100000 + "]" * 100000 + "}")
     elif how == "huge-int":
         path.write_text(good.replace('"params": 17', '"params": ' + "9" * 5000))
     elif how == "string-stat":

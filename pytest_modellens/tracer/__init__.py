@@ -5,15 +5,17 @@ The only package that imports torch. Its modules:
 - :mod:`.recorder`: the TorchFunctionMode and module hooks that write down each operation;
 - :mod:`.describe`: torch values turned into plain, deterministic data;
 - :mod:`.modules`: the module tree walked once, the inputs named, the module and parameter tables;
-- :mod:`.state`: what a forward may change, saved and put back; the fixture's seeding.
+- :mod:`.state`: what a forward may change, saved and put back; the fixture's seeding;
+- :mod:`.flops`: the opt-in FLOP count, torch's ``FlopCounterMode`` attributed to each node.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from fnmatch import fnmatchcase
 from typing import Any
 
 import torch
@@ -22,8 +24,10 @@ from torch.nn.modules import module as torch_module
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from ..errors import TraceError
+from ..granularity import check_depth, collapse
 from ..trace import Tolerance, Trace
 from .describe import flatten
+from .flops import FlopRecorder, with_module_flops
 from .modules import ModuleTree, bind_inputs, module_table, param_table
 from .recorder import _EXIT_HOOK_OPTIONS, _FUNCTION_APPLY, Recorder
 from .state import ModelState, grad_mode, seeded
@@ -71,6 +75,37 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
+def _leaf_paths(tree: ModuleTree, leaf_modules: Iterable[type | str], model: str) -> frozenset[str]:
+    """The paths (as the trace names modules) of the modules ``leaf_modules`` picks.
+
+    A class picks its instances (and its subclasses'), a string the modules at a path it
+    matches (``fnmatch``: ``encoder.*``, ``blocks.?.attn``). One that picks none is a mistake.
+    """
+    first: dict[int, str] = {}
+    for path, module in tree.paths:
+        first.setdefault(id(module), path)
+    found: set[str] = set()
+    for spec in leaf_modules:
+        if isinstance(spec, str):
+            picked = {first[id(module)] for path, module in tree.paths if fnmatchcase(path, spec)}
+        elif isinstance(spec, type) and issubclass(spec, nn.Module):
+            picked = {first[id(module)] for _, module in tree.paths if isinstance(module, spec)}
+        else:
+            raise TraceError(
+                f"leaf_modules takes nn.Module classes and path patterns (got {spec!r} that is a "
+                f"{type(spec).__name__}); e.g. leaf_modules=[nn.MultiheadAttention, 'encoder.*']"
+            )
+        if not picked:
+            example = next((path for path, _ in tree.paths if path), "")
+            what = "path pattern" if isinstance(spec, str) else "class"
+            raise TraceError(
+                f"leaf_modules: the {what} {spec if isinstance(spec, str) else spec.__name__!r} matches no "
+                f"module of {model} (module paths look like {example!r}); check its spelling"
+            )
+        found |= picked
+    return frozenset(found)
+
+
 def trace(
     model: nn.Module,
     /,
@@ -79,16 +114,23 @@ def trace(
     rtol: float | None = None,
     atol: float | None = None,
     grad: bool = False,
+    depth: int | None = None,
+    leaf_modules: Iterable[type | str] = (),
+    flops: bool = False,
     **kwargs: Any,
 ) -> Trace:
     """Run ``model(*args, **kwargs)`` once and return the record of every tensor operation.
 
     ``stats=True`` also records mean, std, min, max and NaN/Inf counts of every output;
     ``rtol``/``atol`` set how far those may move when the trace is compared with a
-    snapshot. The forward runs under ``torch.no_grad()`` (and eagerly, for a
-    ``torch.compile``-d model); ``grad=True`` runs it with autograd on, for a forward that
-    differentiates (``torch.autograd.grad`` inside). The model and the inputs are left
-    exactly as they were, even if the forward raises.
+    snapshot. ``depth=N`` makes each module call at level N (the model is level 1, the
+    modules its forward calls level 2) one node, and ``leaf_modules`` (classes or path
+    patterns) the calls of those modules, whatever the level (see
+    :mod:`pytest_modellens.granularity`). ``flops=True`` counts each node's and each
+    module's FLOPs with ``torch.utils.flop_counter.FlopCounterMode``. The forward runs
+    under ``torch.no_grad()`` (and eagerly, for a ``torch.compile``-d model); ``grad=True``
+    runs it with autograd on, for a forward that differentiates (``torch.autograd.grad``
+    inside). The model and the inputs are left exactly as they were, even if the forward raises.
     """
     if not isinstance(model, nn.Module):
         raise TraceError(
@@ -96,6 +138,12 @@ def trace(
             "wrap a plain function in an nn.Module whose forward calls it"
         )
     model = _unwrap(model)
+    try:
+        check_depth(depth)
+    except ValueError as error:
+        raise TraceError(str(error)) from None
+    if isinstance(leaf_modules, (str, type)):
+        leaf_modules = [leaf_modules]
     tolerance = Tolerance().overridden(rtol=rtol, atol=atol)
     named_inputs = bind_inputs(model, args, kwargs)
     input_tensors: list[tuple[str, Tensor]] = []
@@ -107,8 +155,10 @@ def trace(
             "the meta device; trace it without stats=True (structure only), or build it on a real device"
         )
 
+    leaves = _leaf_paths(tree, leaf_modules, type(model).__name__)
     state = ModelState(tree, [t for _, t in input_tensors], grad=grad)
-    recorder = Recorder(tree, stats=stats, guard=state.guard)
+    recorder_class = FlopRecorder if flops else Recorder
+    recorder = recorder_class(tree, stats=stats, guard=state.guard)
     recorder.add_inputs(input_tensors)
     with _tracing(recorder, state, grad=grad):
         try:
@@ -134,12 +184,18 @@ def trace(
             "not be put back; avoid writing the model during forward"
         )
 
-    return Trace(
+    nodes = recorder.nodes
+    modules = module_table(model, foreign=recorder.foreign, calls=recorder.calls)
+    if isinstance(recorder, FlopRecorder):
+        nodes = recorder.counted(nodes)
+        modules = with_module_flops(modules, nodes)
+    op_level = Trace(
         model=type(model).__name__,
         inputs=inputs_desc,
         outputs=outputs_desc,
-        nodes=tuple(recorder.nodes),
-        modules=module_table(model, foreign=recorder.foreign, calls=recorder.calls),
+        nodes=tuple(nodes),
+        modules=modules,
         params=param_table(recorder.named),
         tolerance=tolerance,
     )
+    return collapse(op_level, parents=recorder.call_parents, depth=depth, leaves=leaves)

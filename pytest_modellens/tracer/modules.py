@@ -77,20 +77,24 @@ def bind_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any])
     return named
 
 
-def parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, int]:
-    """Parameters under each module (a shared one once), by module id, in one walk of the tree."""
-    held: dict[int, dict[int, int]] = {}  # module id -> {parameter id: numel}
+def parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, tuple[int, int]]:
+    """``(parameters, trainable ones)`` under each module (a shared one once), by module id, in one walk."""
+    held: dict[int, dict[int, tuple[int, bool]]] = {}  # module id -> {parameter id: (numel, trainable)}
 
-    def collect(module: nn.Module) -> dict[int, int]:
+    def collect(module: nn.Module) -> dict[int, tuple[int, bool]]:
         found = held.get(id(module))
         if found is None:
-            found = {id(p): p.numel() for p in module.parameters(recurse=False)}
+            found = {id(p): (p.numel(), p.requires_grad) for p in module.parameters(recurse=False)}
             for child in module.children():
                 found.update(collect(child))
             held[id(module)] = found
         return found
 
-    return {id(module): sum(collect(module).values()) for _, module in modules}
+    counts = {}
+    for _, module in modules:
+        found = collect(module).values()
+        counts[id(module)] = (sum(n for n, _ in found), sum(n for n, trainable in found if trainable))
+    return counts
 
 
 def module_table(
@@ -116,8 +120,9 @@ def module_table(
                 path=path,
                 class_name=type(module).__name__,
                 config=config,
-                params=params[id(module)],
+                params=params[id(module)][0],
                 calls=calls.get(path, 0),
+                trainable=params[id(module)][1],
             )
         )
     return tuple(rows)
@@ -128,4 +133,7 @@ def param_table(named: dict[int, tuple[str, bool, Tensor]]) -> tuple[ParamInfo, 
 
     ``named`` holds ``(name, is_buffer, tensor)`` by tensor id, in the order they were named.
     """
-    return tuple(ParamInfo(name, is_buffer, spec_of(tensor)) for name, is_buffer, tensor in named.values())
+    return tuple(
+        ParamInfo(name, is_buffer, spec_of(tensor), trainable=not is_buffer and tensor.requires_grad)
+        for name, is_buffer, tensor in named.values()
+    )

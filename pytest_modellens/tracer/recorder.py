@@ -94,6 +94,8 @@ class Recorder(TorchFunctionMode):
         self.scopes: list[str] = [""]
         self.owners: list[nn.Module | None] = [None]
         self.calls: dict[str, int] = {}
+        #: The scope each module call ran inside (``""``: the model's forward), for ``depth``.
+        self.call_parents: dict[str, str] = {}
         self.op_counts: dict[tuple[str, str], int] = {}
         self.nodes: list[Node] = []
 
@@ -173,7 +175,9 @@ class Recorder(TorchFunctionMode):
                 self.guard.save(module.buffers())  # new running statistics are put back too
         path = self._path_of(module)
         call = self.calls[path] = self.calls.get(path, 0) + 1
-        self.scopes.append(ids.scope(path, call))
+        scope = ids.scope(path, call)
+        self.call_parents[scope] = self.scopes[-1]
+        self.scopes.append(scope)
         self.owners.append(module)
 
     def exit_module(self, module: nn.Module, args: Any, *rest: Any) -> None:
