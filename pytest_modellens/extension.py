@@ -29,10 +29,7 @@ named, read and written, because a gate must never lose what it gates on:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,27 +40,13 @@ from syrupy.extensions.base import AbstractSyrupyExtension
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from .canonical import checked_data, data_matches
-from .errors import ModelLensError, SnapshotFormatError
+from .errors import SnapshotFormatError
+from .files import SnapshotWriteError, Unreadable, read_snapshot_file, write_snapshot_file
 from .trace import Tolerance, Trace
 
 #: Longest file name a snapshot gets (most filesystems allow 255 bytes).
 MAX_NAME = 200
 _UNSAFE = re.compile(r"[^a-z0-9_.\-\[\]=,+@]")
-
-
-class SnapshotWriteError(ModelLensError, OSError):
-    """A snapshot file could not be written; the one on disk, if any, is as it was."""
-
-
-class Unreadable(str):
-    """What a snapshot file that cannot be read as text reads as: empty text with a reason."""
-
-    problem: str
-
-    def __new__(cls, problem: str) -> Unreadable:  # noqa: PYI034 - a plain str subclass, never subclassed
-        self = super().__new__(cls, "")
-        self.problem = problem
-        return self
 
 
 def snapshot_stem(name: str) -> str:
@@ -80,13 +63,6 @@ def snapshot_stem(name: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.\-\[\]=,+@]", "_", name)
     safe = re.sub(r"^\.+", "_", safe)[: MAX_NAME - 9]
     return f"{safe}-{digest}"
-
-
-def _display(location: str) -> str:
-    try:
-        return os.path.relpath(location)
-    except ValueError:  # another drive on Windows
-        return location
 
 
 class ModelSnapshotExtension(SingleFileSnapshotExtension):
@@ -171,80 +147,6 @@ class AmberSnapshotExtension(_Amber):
             if self.is_snapshot_location(location=collection.location):
                 own.add(collection)
         return own
-
-
-def read_snapshot_file(location: str) -> str | None:
-    """The text of a snapshot file; None where there is none; :class:`Unreadable` where it is not text."""
-    path = Path(location)
-    try:
-        info = path.stat()  # follows a link: what would be read
-    except FileNotFoundError:
-        if path.is_symlink():
-            return Unreadable(f"it is a link to {os.readlink(path)}, which does not exist")
-        return None
-    except OSError as error:
-        return Unreadable(f"it cannot be looked at ({error.strerror or error})")
-    if stat.S_ISDIR(info.st_mode):
-        return Unreadable("it is a directory, not a file")
-    if not stat.S_ISREG(info.st_mode):
-        return Unreadable("it is not a regular file (a FIFO, socket or device); it is not opened")
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        return Unreadable(f"it cannot be read ({error.strerror or error})")
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return Unreadable("it is UTF-16 text; snapshots are UTF-8")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return Unreadable(f"it is not UTF-8 text (byte {error.start} is 0x{raw[error.start]:02x})")
-
-
-def write_snapshot_file(location: str, text: str) -> None:
-    """Write ``text`` to ``location`` atomically, replacing (never writing through) a link there."""
-    path = Path(location)
-    folder = path.parent
-    shown = _display(location)
-    if path.is_dir() and not path.is_symlink():
-        try:
-            path.rmdir()  # an empty directory in the way; a full one is the user's
-        except OSError:
-            raise SnapshotWriteError(
-                f"could not write {shown}: a directory with files in it is in the way; move it and rerun"
-            ) from None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise SnapshotWriteError(f"could not write {shown}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, _file_mode(path))
-        os.replace(temporary, path)  # replaces a link itself, not what it points to
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise SnapshotWriteError(
-            f"could not write {shown}: {error.strerror or error}; the old snapshot is kept"
-        ) from None
-    except BaseException:  # Ctrl-C mid-write: no temporary file left behind either
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _file_mode(path: Path) -> int:
-    """The mode of the file being replaced, else what a plain ``open`` would give."""
-    try:
-        info = path.lstat()
-        if stat.S_ISREG(info.st_mode):
-            return stat.S_IMODE(info.st_mode)
-    except OSError:
-        pass
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def used_locations(item: Any) -> list[str]:
