@@ -2,6 +2,8 @@
 
     python -m pytest_modellens diff OLD.lens.json NEW.lens.json -o diff.svg
     python -m pytest_modellens show SNAPSHOT.lens.json -o model.svg [--depth N] [--rolled]
+    python -m pytest_modellens accept lens-artifacts/ [--dry-run]
+    python -m pytest_modellens review [REF] [--report lens-artifacts/review.html]
     python -m pytest_modellens show SNAPSHOT.lens.json --table [--table-depth N]
 
 ``diff`` prints the changes and exits 0 when there are none, 1 when there are (as
@@ -72,6 +74,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="in the table, modules down to level N only (the model is level 1)",
     )
+    accept = commands.add_parser(
+        "accept", help="write the new snapshots a failing run kept onto their snapshots"
+    )
+    accept.add_argument("folder", metavar="DIR", help="the artifacts folder the run left (lens-artifacts/)")
+    accept.add_argument("--dry-run", action="store_true", help="print what would be accepted, write nothing")
+    accept.add_argument("--rootdir", metavar="DIR", default=".", help="the project's root (default: here)")
+    review = commands.add_parser("review", help="list and draw the model snapshots changed since REF (git)")
+    review.add_argument(
+        "ref", metavar="REF", nargs="?", help="default: the merge base with the default branch"
+    )
+    review.add_argument(
+        "--report", metavar="FILE", default="lens-artifacts/review.html", help="the page to write"
+    )
     return parser
 
 
@@ -79,6 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        if args.command in ("accept", "review"):
+            from . import review
+
+            if args.command == "accept":
+                return review.accept(
+                    Path(args.folder), rootdir=Path(args.rootdir), dry_run=args.dry_run, say=print
+                )
+            return review.review(args.ref, cwd=Path.cwd(), report=Path(args.report), say=print)
         if args.command == "show":
             trace = _read(args.snapshot)
             print(trace.table(depth=args.table_depth) if args.table else trace.summary())

@@ -35,6 +35,8 @@ ALLOWED: dict[str, set[str]] = {
     "settings": {"trace", "picture"},
     "artifacts": {"errors", "trace", "changes", "settings"},
     "report": {"ids", "errors", "changes"},
+    "page": set(),
+    "review": {"canonical", "errors", "files", "page", "trace"},
     "lifecycle": set(),
     "plugin": {"trace", "settings", "artifacts", "lifecycle"},
     "__main__": {"errors", "trace", "canonical"},
@@ -47,8 +49,9 @@ LAZY: dict[str, set[str]] = {
     "trace": {"canonical", "log", "render", "differ", "extension", "changes"},  # the facade methods
     "render": {"differ"},  # only when no comparison is handed in
     "artifacts": {"render"},
+    "review": {"differ", "report", "render"},
     "plugin": {"tracer", "extension", "report", "differ", "errors", "artifacts", "canonical"},
-    "__main__": {"differ", "report", "render"},
+    "__main__": {"differ", "report", "render", "review"},
     "__init__": {"tracer", "differ", "render"},
 }
 #: Third-party packages and the one module (or package) that may import each.
