@@ -65,13 +65,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture
 def model_trace(request: pytest.FixtureRequest) -> Iterator[Callable[..., Trace]]:
-    """Trace a model: ``model_trace(model, *args, stats=None, rtol=None, atol=None, depth=None, **kwargs)``.
+    """Trace a model: ``model_trace(model, *args, stats=None, rtol=None, atol=None, depth=None, grad=None, **kwargs)``.
 
     Compare the result with syrupy's ``snapshot``: ``assert model_trace(net, x) == snapshot``.
-    ``stats`` and ``depth`` default to ``--lens-stats`` and ``--lens-depth`` (or their ini keys);
+    ``stats``, ``depth`` and ``grad`` default to ``--lens-stats``, ``--lens-depth`` and
+    ``--lens-grad`` (or their ini keys);
     ``leaf_modules`` and ``flops`` are :func:`pytest_modellens.trace`'s.
-    torch's RNGs are seeded (``--lens-seed``, default 0) before the test body runs, so
-    weights made in the test are the same on every run, and restored afterwards.
+    torch's, NumPy's and Python's RNGs are seeded (``--lens-seed``, default 0) before the test
+    body runs, so weights made in the test are the same on every run, and restored afterwards.
     """
     from .tracer import seeded, trace
 
@@ -85,6 +86,7 @@ def model_trace(request: pytest.FixtureRequest) -> Iterator[Callable[..., Trace]
         rtol: float | None = None,
         atol: float | None = None,
         depth: int | None = None,
+        grad: bool | None = None,
         **kwargs: Any,
     ) -> Trace:
         __tracebackhide__ = True
@@ -96,6 +98,7 @@ def model_trace(request: pytest.FixtureRequest) -> Iterator[Callable[..., Trace]
             rtol=tolerance.rtol,
             atol=tolerance.atol,
             depth=settings.depth if depth is None else depth,
+            grad=settings.grad if grad is None else grad,
             **kwargs,
         )
         if settings.pictures:

@@ -31,6 +31,7 @@ class Settings:
     pictures: bool
     picture_format: str
     depth: int | None = None
+    grad: bool = False
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -153,6 +154,12 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption("--lens-format", choices=PICTURE_FORMATS, help="picture format: svg (default) or png")
     group.addoption(
+        "--lens-grad",
+        action="store_true",
+        default=None,
+        help="trace with autograd on, for forwards that differentiate (torch.autograd.grad inside)",
+    )
+    group.addoption(
         "--lens-depth",
         type=_depth,
         metavar="N",
@@ -173,6 +180,7 @@ def add_options(parser: pytest.Parser) -> None:
         "lens_pictures", "draw every traced model into the artifacts directory (true/false)", default="false"
     )
     parser.addini("lens_picture_format", "picture format: svg or png", default="svg")
+    parser.addini("lens_grad", "trace with autograd on (true/false)", default="false")
     parser.addini(
         "lens_depth", "snapshot module calls at this level as one node each (empty: every op)", default=""
     )
@@ -213,4 +221,5 @@ def from_config(config: pytest.Config) -> Settings:
         else _ini(config, "lens_pictures", _bool),
         picture_format=option.lens_format or _ini(config, "lens_picture_format", _picture_format),
         depth=option.lens_depth if option.lens_depth is not None else _ini(config, "lens_depth", _depth),
+        grad=option.lens_grad if option.lens_grad is not None else _ini(config, "lens_grad", _bool),
     )

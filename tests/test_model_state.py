@@ -238,3 +238,30 @@ def test_grad_true_traces_a_forward_that_differentiates() -> None:
     assert_unchanged(before, observe(model, x))
     assert model.fc.weight.grad is None
     assert "linear" in {node.op for node in trace.op_nodes}
+
+
+def test_the_fixture_takes_grad_from_its_option(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_grad="""
+        import torch
+        from torch import nn
+
+        class InnerStep(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(3, 1)
+
+            def forward(self, x):
+                (grad,) = torch.autograd.grad(self.fc(x).sum(), self.fc.weight, create_graph=True)
+                return self.fc.weight - grad
+
+        def test_step(model_trace, snapshot):
+            assert model_trace(InnerStep(), torch.ones(2, 3)) == snapshot
+        """
+    )
+    result = pytester.runpytest("--lens-update")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*grad=True*"])
+    assert pytester.runpytest("--lens-update", "--lens-grad").ret == 0
+    pytester.makeini("[pytest]\nlens_grad = true\n")
+    assert pytester.runpytest().ret == 0
