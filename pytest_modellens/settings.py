@@ -29,6 +29,7 @@ class Settings:
     seed: int
     pictures: bool
     picture_format: str
+    max_changes: int | None = None  # rows in a failure message; None: what fits pytest's cut, 0: all
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -41,6 +42,16 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a non-negative number (got {text!r})") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative number (got {text!r})")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0 (got {text!r})")
     return value
 
 
@@ -95,6 +106,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="also draw every traced model into the artifacts directory",
     )
     group.addoption("--lens-format", choices=PICTURE_FORMATS, help="picture format: svg (default) or png")
+    group.addoption(
+        "--lens-max-changes",
+        type=_non_negative_int,
+        metavar="N",
+        help="list N changes in a failure, 0 for all (default: what fits pytest's cut; all with -vv or in CI)",
+    )
     parser.addini(
         "lens_artifacts",
         "directory for model diff pictures, relative to the rootdir",
@@ -108,6 +125,9 @@ def add_options(parser: pytest.Parser) -> None:
         "lens_pictures", "draw every traced model into the artifacts directory", type="bool", default=False
     )
     parser.addini("lens_picture_format", "picture format: svg or png", default="svg")
+    parser.addini(
+        "lens_max_changes", "changes listed in a failure, 0 for all (default: what fits)", default=""
+    )
 
 
 def _ini(config: pytest.Config, name: str, convert: Callable[[str], Any]) -> Any:
@@ -143,4 +163,7 @@ def from_config(config: pytest.Config) -> Settings:
         if option.lens_pictures is not None
         else bool(config.getini("lens_pictures")),
         picture_format=option.lens_format or _ini(config, "lens_picture_format", _picture_format),
+        max_changes=option.lens_max_changes
+        if option.lens_max_changes is not None
+        else _ini(config, "lens_max_changes", lambda text: _non_negative_int(text) if text else None),
     )

@@ -33,7 +33,8 @@ ALLOWED: dict[str, set[str]] = {
     "extension": {"errors", "trace", "canonical"},
     "settings": {"trace", "picture"},
     "artifacts": {"errors", "trace", "changes", "settings"},
-    "report": {"ids", "changes"},
+    "causes": {"ids", "trace", "changes"},
+    "report": {"ids", "changes", "causes"},
     "plugin": {"trace", "settings", "artifacts"},
     "__main__": {"errors", "trace", "canonical"},
     "__init__": {"errors", "trace", "canonical", "changes"},
@@ -45,7 +46,7 @@ LAZY: dict[str, set[str]] = {
     "render": {"differ"},  # only when no comparison is handed in
     "artifacts": {"render"},
     "plugin": {"tracer", "extension", "report", "differ", "errors", "artifacts"},
-    "__main__": {"differ", "report", "render"},
+    "__main__": {"differ", "report", "render", "causes", "changes"},
     "__init__": {"tracer", "differ", "render"},
 }
 #: Third-party packages and the one module (or package) that may import each.
