@@ -96,9 +96,9 @@ def kept_snapshot_path(location: Path, settings: Settings, rootdir: Path) -> Pat
     else:
         folders, name = parts[:-1], parts[-1]
     stem, dot, extension = name.partition(".lens.")
-    return settings.artifacts_dir.joinpath(
-        *_folders(folders), f"{_safe(stem, str(location))}{dot}{extension}"
-    )
+    # The hash is of the path inside the rootdir, so the name is the same on every machine.
+    safe = _safe(stem, "/".join(parts))
+    return settings.artifacts_dir.joinpath(*_folders(folders), f"{safe}{dot}{extension}")
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -99,12 +99,12 @@ def _cut(line: str, width: int) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
-def change_lines(findings: Findings, *, limit: int | None = None) -> list[str]:
-    """The rows of ``findings``, at most ``limit`` of them, then ``... and K more`` or the totals."""
+def change_lines(findings: Findings, *, limit: int | None = None, hint: str = "") -> list[str]:
+    """The rows of ``findings``, at most ``limit`` of them, then ``... and K more (hint)`` or the totals."""
     rows = findings.rows if limit is None else findings.rows[:limit]
     lines = row_lines(rows)
     if len(rows) < len(findings.rows):
-        lines.append(f"  ... and {len(findings.rows) - len(rows)} more")
+        lines.append(f"  ... and {len(findings.rows) - len(rows)} more" + (f" ({hint})" if hint else ""))
     elif findings.totals_line:
         lines.append(f"  {findings.totals_line}")
     return lines
@@ -128,7 +128,7 @@ def fit(
     rows = findings.rows
     if limit is not None or screen is None:
         shown = len(rows) if not limit else min(limit, len(rows))
-        return [*head, *change_lines(findings, limit=shown), *tail]
+        return [*head, *change_lines(findings, limit=shown, hint="--lens-max-changes 0 lists all"), *tail]
     for shown in range(len(rows), -1, -1):
         lines = row_lines(rows[:shown], width=MAX_ROW)
         totals = _cut(f"  {findings.totals_line}", MAX_ROW)
