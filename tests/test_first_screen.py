@@ -17,7 +17,19 @@ import sys
 import pytest
 import torch  # noqa: F401 - loaded here once: pytester's in-process runs cannot load torch again
 
-pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _gpt2_loaded_once() -> None:
+    """Trace GPT-2 here first: what it imports (torch.distributed...) cannot be imported twice,
+    and pytester's in-process runs forget the modules imported inside them."""
+    import pytest_modellens as pm
+
+    config = transformers.GPT2Config(vocab_size=10, n_positions=8, n_embd=8, n_layer=1, n_head=2,
+                                     activation_function="relu")  # fmt: skip
+    pm.trace(transformers.GPT2LMHeadModel(config).eval(), torch.tensor([[1, 2]]), use_cache=False)
+
 
 #: Six realistic changes (and one with many unrelated ones), switched on by LENS_CHANGE.
 CHANGES = """
