@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-import torch  # noqa: F401 - loaded here once: pytester's in-process runs cannot load torch again
+import torch  # loaded here once: pytester's in-process runs cannot load torch again
 
 transformers = pytest.importorskip("transformers")
 
