@@ -20,9 +20,8 @@ so the same comparison always reads the same.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -36,8 +35,6 @@ TOTALS = ("ops", "tensors", "tensor_bytes", "params", "param_bytes", "param_ops"
           "recurrent", "passes", "branching", "conditional")  # fmt: skip
 #: Consequence nouns in the order a row counts them.
 _NOUNS = ("shape", "dtype", "output", "parameter", "rewiring", "statistic")
-#: A number that is a place's own (``blocks.3``, ``mul:2``), not part of a name (``conv2d``).
-_NUMBER = re.compile(r"(?<![A-Za-z_])\d+(?![A-Za-z_])")
 
 
 class _Rank(IntEnum):
@@ -100,6 +97,7 @@ class _Cause:
     order: int
     follows: Counter[str] = field(default_factory=Counter)
     members: list[Change] = field(default_factory=list)  # consequences, counted or not
+    ops_of: str | None = None  # set on the ops added and removed in one module, read as one cause
 
     @property
     def key(self) -> tuple[int, int]:
@@ -306,46 +304,6 @@ def _short(value: Any) -> str:
 # -- rows --------------------------------------------------------------------------------------
 
 
-def compress(places: Sequence[str]) -> str | None:
-    """Places that differ only in their numbers as one: ``blocks.{0..3}.norm``; None if they do not.
-
-    ``transformer.h.{0,1}.mlp.act``; ``a.{0,2..5}``; two numbers that both vary compress
-    only when every combination is there (``l.{0,1}.b.{0,1}``).
-    """
-    unique = list(dict.fromkeys(places))
-    if len(unique) == 1:
-        return unique[0]
-    texts = {tuple(_NUMBER.split(p)) for p in unique}
-    if len(texts) != 1:
-        return None
-    text = next(iter(texts))
-    numbers = [_NUMBER.findall(p) for p in unique]
-    columns = list(zip(*numbers))
-    distinct = [sorted(set(col), key=int) for col in columns]
-    size = 1
-    for values in distinct:
-        size *= len(values)
-    if size != len(unique):
-        return None
-    parts = [text[0]]
-    for values, rest in zip(distinct, text[1:]):
-        parts += [values[0] if len(values) == 1 else "{" + _ranges(values) + "}", rest]
-    return "".join(parts)
-
-
-def _ranges(values: list[str]) -> str:
-    """``0,2..5``: runs of three or more consecutive numbers as ``a..b``."""
-    out, run = [], [values[0]]
-    for value in values[1:]:
-        if int(value) == int(run[-1]) + 1:
-            run.append(value)
-            continue
-        out.append(run)
-        run = [value]
-    out.append(run)
-    return ",".join(f"{r[0]}..{r[-1]}" if len(r) >= 3 else ",".join(r) for r in out)
-
-
 def _class_of(comparison: Comparison, path: str) -> str:
     for trace in (comparison.new, comparison.old):
         for module in trace.modules:
@@ -358,17 +316,27 @@ def _describe(cause: _Cause, comparison: Comparison) -> tuple[str, str, str, str
     """``(sign, place, detail, value)`` of a cause; causes with the same all but place group."""
     change = cause.change
     sign, subject, detail, value = change.columns()
+    if cause.ops_of is not None:
+        added = [c for c in cause.changes if c.kind is ChangeKind.NODE_ADDED]
+        removed = [c for c in cause.changes if c.kind is ChangeKind.NODE_REMOVED]
+        sign = "~" if added and removed else cause.change.sign
+        return (
+            sign,
+            ids.shown(cause.ops_of),
+            "ops",
+            " -> ".join(filter(None, [_op_names(removed), _op_names(added)])),
+        )
     if change.kind is ChangeKind.MODULE_RECONFIGURED and change.detail == "config":
         moved = settings_moved(change.old or "", change.new or "")
         detail = moved[0][0] if len(moved) == 1 else "config"
         value = moved[0][1] if len(moved) == 1 else ", ".join(f"{k} {v}" for k, v in moved)
         subject = f"{subject} ({_class_of(comparison, change.subject)})"
     elif change.kind in (ChangeKind.MODULE_ADDED, ChangeKind.MODULE_REMOVED):
-        ops = [c for c in cause.members if c.kind in (ChangeKind.NODE_ADDED, ChangeKind.NODE_REMOVED)]
-        if len(ops) == 1:  # a module of one op (an added nn.ReLU): the op says more
-            _, op_id, detail, value = ops[0].columns()
+        inside = [c for c in cause.members if c.kind in (ChangeKind.NODE_ADDED, ChangeKind.NODE_REMOVED)]
+        if len(inside) == 1:  # a module of one op (an added nn.ReLU): the op says more
+            _, op_id, detail, value = inside[0].columns()
             return sign, f"{op_id} ({change.detail})", detail, value
-        value = count(len(ops), "op") if ops else value
+        value = count(len(inside), "op") if inside else value
     elif change.kind is ChangeKind.STAT_CHANGED:
         detail = ", ".join(c.detail for c in cause.changes)
         value = ", ".join(c.columns()[3] for c in cause.changes)
@@ -388,11 +356,20 @@ def _ops_inside(comparison: Comparison, path: str) -> tuple[int, int]:
 def _note(causes: list[_Cause], comparison: Comparison) -> str:
     parts = []
     change = causes[0].change
-    if change.kind is ChangeKind.MODULE_RECONFIGURED and change.detail == "class" and change.subject:
-        ops = {_ops_inside(comparison, c.change.subject) for c in causes}
-        if any(before != after for before, after in ops):
-            if len(ops) == 1:
-                before, after = next(iter(ops))
+    if causes[0].ops_of is not None:
+        first = causes[0].changes
+        before = sum(1 for c in first if c.kind is ChangeKind.NODE_REMOVED)
+        after = sum(1 for c in first if c.kind is ChangeKind.NODE_ADDED)
+        each = " each" if len(causes) > 1 else ""
+        if before and after:
+            parts.append(f"{count(before, 'op')} -> {count(after, 'op')}{each}")
+        else:
+            parts.append(count(before + after, "op") + each)
+    elif change.kind is ChangeKind.MODULE_RECONFIGURED and change.detail == "class" and change.subject:
+        inside = {_ops_inside(comparison, c.change.subject) for c in causes}
+        if any(before != after for before, after in inside):
+            if len(inside) == 1:
+                before, after = next(iter(inside))
                 each = " each" if len(causes) > 1 else ""
                 parts.append(f"{count(before, 'op')} -> {count(after, 'op')}{each}")
             else:
@@ -419,7 +396,7 @@ def _dtype_move(change: Change) -> tuple[str, str] | None:
 
 
 def _row(causes: list[_Cause], comparison: Comparison, *, subject: str, detail: str, value: str) -> Row:
-    sign = causes[0].change.sign
+    sign = _describe(causes[0], comparison)[0]
     changes = tuple(c for cause in causes for c in (*cause.changes, *cause.members))
     return Row(sign, subject, detail, value, _note(causes, comparison), changes)
 
@@ -438,7 +415,7 @@ def _sweeps(causes: list[_Cause], comparison: Comparison) -> dict[int, tuple[str
     tensors = comparison.new.tensor_count + len(comparison.new.params)
     for (before, after), group in moves.items():
         places = [c.change.subject for c in group]
-        if len(group) < 3 or compress(places) is not None:
+        if len(group) < 3 or ids.compress(places) is not None:
             continue  # a few, or one compressible place: the ordinary rows say it better
         moved = len(group) + sum(c.follows["dtype"] for c in group)
         subject = (
@@ -452,11 +429,33 @@ def _sweeps(causes: list[_Cause], comparison: Comparison) -> dict[int, tuple[str
     return out
 
 
+def _ops_together(causes: list[_Cause]) -> list[_Cause]:
+    """The ops added and removed directly in one module, as one cause (SDPA -> matmul, softmax...)."""
+    by_module: dict[str, list[_Cause]] = {}
+    for cause in causes:
+        if cause.rank is _Rank.NODE:
+            by_module.setdefault(ids.node_path(cause.change.subject), []).append(cause)
+    merged = {}
+    for path, group in by_module.items():
+        if len(group) > 1:
+            together = _Cause([c for cause in group for c in cause.changes], _Rank.NODE, group[0].order,
+                              sum((c.follows for c in group), Counter()),
+                              [m for c in group for m in c.members], ops_of=path)  # fmt: skip
+            merged.update({id(cause): together for cause in group})
+    return list({id(merged.get(id(c), c)): merged.get(id(c), c) for c in causes}.values())
+
+
+def _op_names(changes: Iterable[Change]) -> str:
+    """``matmul x2, softmax``: op names in graph order, repeats counted."""
+    counted = Counter(change.detail for change in changes)
+    return ", ".join(f"{op} x{n}" if n > 1 else op for op, n in counted.items())
+
+
 def explain(comparison: Comparison) -> Findings:
     """The rows a person reads for ``comparison``: causes first, repeats grouped, totals apart."""
     reader = _Reader(comparison)
     reader.read()
-    causes = sorted(reader.causes, key=lambda c: c.key)
+    causes = _ops_together(sorted(reader.causes, key=lambda c: c.key))
     sweeps = _sweeps(causes, comparison)
     swept = {id(c) for *_, group in sweeps.values() for c in group}
     groups: dict[tuple[str, ...], list[_Cause]] = {}
@@ -469,7 +468,7 @@ def explain(comparison: Comparison) -> Findings:
             continue
         sign, subject, detail, value = _describe(cause, comparison)
         place, _, suffix = subject.partition(" (")
-        key = (sign, str(cause.change.kind.value), _NUMBER.sub("#", place), suffix, detail, value)
+        key = (sign, str(cause.change.kind.value), ids.numbers_blind(place), suffix, detail, value)
         if key not in groups:
             groups[key] = []
             order.append(key)
@@ -483,7 +482,7 @@ def explain(comparison: Comparison) -> Findings:
         group = groups[entry]
         sign, _, _, suffix, detail, value = entry
         described = [_describe(c, comparison)[1].partition(" (")[0] for c in group]
-        together = compress(described)
+        together = ids.compress(described)
         if together is None:  # the same change at places that do not compress: a row each
             for cause, place in zip(group, described):
                 subject = f"{place} ({suffix}" if suffix else place
