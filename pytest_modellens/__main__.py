@@ -1,12 +1,14 @@
 """Command line: look at snapshot files without running the tests.
 
-    python -m pytest_modellens diff OLD.lens.json NEW.lens.json -o diff.svg
+    python -m pytest_modellens diff OLD.lens.json NEW.lens.json -o diff.svg [--every]
     python -m pytest_modellens show SNAPSHOT.lens.json -o model.svg [--depth N] [--rolled]
     python -m pytest_modellens accept lens-artifacts/ [--dry-run]
     python -m pytest_modellens review [REF] [--report lens-artifacts/review.html]
     python -m pytest_modellens show SNAPSHOT.lens.json --table [--table-depth N]
 
-``diff`` prints the changes and exits 0 when there are none, 1 when there are (as
+``diff`` prints the changes, causes first, as a failing test lists them (``--every``: each
+change on its own line, consequences too); NEW may be the snapshot a failing run kept in
+its artifacts directory. It exits 0 when there are none, 1 when there are (as
 ``diff`` does); both exit 2 on bad input (a missing file, a file that is not a model
 snapshot or does not hold together, a picture that cannot be drawn or written), with a
 message that says which; 1 never means anything but "they differ".
@@ -18,10 +20,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .canonical import loads
 from .errors import ModelLensError
 from .trace import Trace
+
+if TYPE_CHECKING:
+    from .causes import Row
+    from .changes import Change
 
 USAGE_ERROR = 2
 
@@ -55,7 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("new", metavar="NEW", help="the new snapshot (.lens.json)")
     diff.add_argument("-o", "--output", metavar="FILE", help="write the diff picture (.svg, .png or .gv)")
     diff.add_argument(
-        "-n", "--max-changes", type=_at_least(1), default=50, metavar="N", help="list at most N changes"
+        "-n", "--max-changes", type=_at_least(1), metavar="N", help="list at most N rows (default: all)"
+    )
+    diff.add_argument(
+        "--every", action="store_true", help="list every change on its own line, consequences included"
     )
     diff.add_argument(
         "--hops", type=_at_least(0), default=2, metavar="K", help="on big graphs, keep K steps around changes"
@@ -90,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _every(change: Change) -> Row:
+    from .causes import Row
+
+    return Row(*change.columns(), changes=(change,))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -110,13 +126,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 print(f"picture: {render_trace(trace, args.output, depth=args.depth, rolled=args.rolled)}")
             return 0
+        from .causes import explain
         from .differ import compare
-        from .report import change_lines, headline
+        from .report import change_lines, headline, row_lines
 
         comparison = compare(_read(args.old), _read(args.new))
         changes = comparison.changes
         print(f"{args.old} -> {args.new}: {headline(changes) if changes else 'no changes'}")
-        for line in change_lines(changes, limit=args.max_changes):
+        if args.every:
+            lines = row_lines([_every(change) for change in changes][: args.max_changes])
+        else:
+            lines = change_lines(explain(comparison), limit=args.max_changes)
+        for line in lines:
             print(line)
         if args.output:
             from .render import render_diff

@@ -1,16 +1,21 @@
-"""The files a run leaves for a person or CI: pictures, their names, and where they are listed.
+"""The files a run leaves for a person or CI: pictures, kept snapshots, and where they are listed.
 
 Each failing assertion's diff picture, and with ``--lens-pictures`` each traced model's
-picture, goes to the artifacts directory under a name made from the test id. Every
-picture written is named in the junit-xml properties (:data:`ARTIFACT_PROPERTY`) and in
-the "model diffs" section of the terminal summary, which pytest never cuts.
+picture, goes to the artifacts directory under a name made from the test id. Beside the
+diff picture the failing run keeps the new snapshot, named after the committed one, with a
+small manifest saying which snapshot it belongs to and which version of it it was compared
+with (:func:`keep_snapshot`): what CI uploads and a later accept applies. Every file
+written is named in the junit-xml properties (:data:`ARTIFACT_PROPERTY`); each failure is
+listed again in the "model diffs" section of the terminal summary, which pytest never cuts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +23,19 @@ import pytest
 
 from .changes import Comparison
 from .errors import RenderError
+from .files import MANIFEST_SCHEMA, MANIFEST_SUFFIX, write_snapshot_file
 from .settings import Settings
 from .trace import Trace
 
-#: The junit-xml property (and "model diffs" summary entry) naming a picture.
+#: The junit-xml property naming a file a failure left (a picture, a kept snapshot).
 ARTIFACT_PROPERTY = "lens_artifact"
+#: The schema of a kept snapshot's manifest.
 #: How many diff and model pictures a test has drawn so far, for their file names.
 _diffs_drawn = pytest.StashKey[int]()
 _models_drawn = pytest.StashKey[int]()
+#: The failures of a test's assertions, for its report (and so the summary, also under xdist).
+_failures = pytest.StashKey[list[dict[str, str]]]()
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 def artifact_path(item: pytest.Item | None, settings: Settings, *, index: int, suffix: str) -> Path:
@@ -40,11 +50,113 @@ def artifact_path(item: pytest.Item | None, settings: Settings, *, index: int, s
     file_part, _, rest = nodeid.partition("::")
     file_path = Path(file_part)
     stem = f"{file_path.name}--{rest.replace('::', '--')}" + (f".{index}" if index else "")
-    safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).strip(".")
-    if safe != stem or len(safe) > 120:  # a file name has at most 255 bytes on most filesystems
-        safe = f"{safe[:120]}_{hashlib.sha1(nodeid.encode()).hexdigest()[:8]}"
-    folders = [re.sub(r"[^A-Za-z0-9_.\-]", "_", part).replace("..", "__") for part in file_path.parent.parts]
-    return settings.artifacts_dir.joinpath(*folders, f"{safe}.{suffix}")
+    return settings.artifacts_dir.joinpath(
+        *_folders(file_path.parent.parts), f"{_safe(stem, nodeid)}.{suffix}"
+    )
+
+
+def _safe(stem: str, exact: str) -> str:
+    """``stem`` with unsafe characters as ``_``, and then a hash of ``exact`` to keep it unique."""
+    safe = _UNSAFE.sub("_", stem).strip(".")
+    if safe == stem and len(safe) <= 120:  # a file name has at most 255 bytes on most filesystems
+        return safe
+    return f"{safe[:120]}_{hashlib.sha1(exact.encode()).hexdigest()[:8]}"
+
+
+def _folders(parts: tuple[str, ...]) -> list[str]:
+    return [_UNSAFE.sub("_", part).replace("..", "__") for part in parts]
+
+
+def accept_command(item: pytest.Item | None) -> str:
+    """``pytest --lens-update 'tests/test_x.py::test_y'``: accepts this test's snapshots only.
+
+    The test's file is written relative to the working directory, where the command is run.
+    """
+    if item is None:
+        return "pytest --lens-update"
+    _, sep, rest = item.nodeid.partition("::")
+    target = f"{display(item.path)}{sep}{rest}".replace(os.sep, "/")
+    return "pytest --lens-update '" + target.replace("'", "'\"'\"'") + "'"
+
+
+def kept_snapshot_path(location: Path, settings: Settings, rootdir: Path) -> Path:
+    """Where a failure keeps the new snapshot: named after the committed one, beside the test's pictures.
+
+    ``tests/__snapshots__/test_models/test_net.lens.json`` becomes
+    ``<artifacts>/tests/test_models--test_net.lens.json``, next to the picture
+    ``<artifacts>/tests/test_models.py--test_net.svg``. A snapshot outside the rootdir keeps
+    its own name and a hash of its path.
+    """
+    try:
+        parts = location.resolve().relative_to(rootdir.resolve()).parts
+    except ValueError:
+        parts = (f"{hashlib.sha1(str(location).encode()).hexdigest()[:8]}-{location.name}",)
+    if "__snapshots__" in parts[:-1]:
+        at = parts.index("__snapshots__")
+        folders, name = parts[:at], "--".join(parts[at + 1 :])
+    else:
+        folders, name = parts[:-1], parts[-1]
+    stem, dot, extension = name.partition(".lens.")
+    # The hash is of the path inside the rootdir, so the name is the same on every machine.
+    safe = _safe(stem, "/".join(parts))
+    return settings.artifacts_dir.joinpath(*_folders(folders), f"{safe}{dot}{extension}")
+
+
+def keep_snapshot(item: pytest.Item | None, trace: Trace, location: str | Path, settings: Settings) -> str:
+    """Keep the new snapshot of a failed assertion and its manifest; what the message says of it.
+
+    The manifest (``<name>.manifest.json``, beside it) records the snapshot it belongs to,
+    relative to the rootdir, and the SHA-256 of the committed file it was compared with
+    (null when there was none), so that applying it later can tell the snapshot moved on.
+    Returns the kept file as a message shows it, or why it could not be kept.
+    """
+    location = Path(location)
+    rootdir = item.config.rootpath if item is not None else Path.cwd()
+    path = kept_snapshot_path(location, settings, rootdir)
+    try:
+        old = hashlib.sha256(location.read_bytes()).hexdigest() if location.is_file() else None
+    except OSError:
+        old = None
+    try:
+        snapshot = location.resolve().relative_to(rootdir.resolve()).as_posix()
+    except ValueError:
+        snapshot = str(location)
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "snapshot": snapshot,
+        "new": path.name,
+        "old_sha256": old,
+        "test": item.nodeid if item is not None else None,
+    }
+    try:
+        write_snapshot_file(str(path), trace.dumps())
+        write_snapshot_file(str(path.with_name(f"{path.name.partition('.lens.')[0]}{MANIFEST_SUFFIX}")),
+                            json.dumps(manifest, indent=2) + "\n")  # fmt: skip
+    except OSError as error:
+        return f"not kept ({error.strerror or error})"
+    return _record(item, path)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed model assertion as the "model diffs" summary lists it."""
+
+    headline: str
+    snapshot: str
+    picture: str = ""
+    kept: str = ""
+    command: str = ""
+
+
+def record_failure(item: pytest.Item | None, failure: Failure) -> None:
+    """Remember a failed assertion for the test's report and the "model diffs" summary."""
+    if item is not None:
+        item.stash.setdefault(_failures, []).append(asdict(failure))
+
+
+def failures_of(item: pytest.Item) -> list[dict[str, str]]:
+    """The failures :func:`record_failure` remembered for ``item``, as plain data for its report."""
+    return item.stash.get(_failures, [])
 
 
 def display(path: str | Path) -> str:
@@ -112,20 +224,27 @@ def draw_model_picture(item: pytest.Item, trace: Trace, settings: Settings) -> P
     return written
 
 
+#: The attribute of a test report carrying its failures; plain data, so xdist sends it along.
+REPORT_ATTRIBUTE = "lens_failures"
+
+
 class ArtifactLog:
-    """Collects the pictures named in test reports, on the xdist controller too."""
+    """Collects the failed model assertions of test reports, on the xdist controller too."""
 
     def __init__(self) -> None:
-        # Keyed, because the call and teardown reports of a test carry the same properties.
-        self.artifacts: dict[tuple[str, str], None] = {}
+        self.failures: list[tuple[str, Failure]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for name, value in report.user_properties:
-            if name == ARTIFACT_PROPERTY:
-                self.artifacts[report.nodeid, str(value)] = None
+        for entry in getattr(report, REPORT_ATTRIBUTE, None) or ():
+            self.failures.append((report.nodeid, Failure(**entry)))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.artifacts:
-            terminalreporter.section("model diffs")
-            for nodeid, path in self.artifacts:
-                terminalreporter.line(f"{nodeid}: {path}")
+        if not self.failures:
+            return
+        terminalreporter.section("model diffs")
+        for nodeid, failure in self.failures:
+            terminalreporter.line(f"{nodeid}: {failure.headline}")
+            for label, value in (("picture", failure.picture), ("snapshot", failure.snapshot),
+                                 ("new snapshot", failure.kept), ("accept with", failure.command)):  # fmt: skip
+                if value:
+                    terminalreporter.line(f"  {label}: {value}")

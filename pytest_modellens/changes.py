@@ -141,15 +141,58 @@ class Change:
             return self.sign, f"{self.old} -> {self.new}", "renamed", ""
         if self.detail == "config" and isinstance(self.old, str) and isinstance(self.new, str):
             # `in_features=4, out_features=1, bias=True`: name the settings that moved
-            value = _arrow(self.old.split(", "), self.new.split(", "))
+            value = ", ".join(
+                f"{key} {moved}" if key else moved for key, moved in settings_moved(self.old, self.new)
+            )
         else:
             value = _arrow(self.old, self.new)
-        if self.tolerance is not None:
-            value += f"  (rtol {self.tolerance.rtol:g}, atol {self.tolerance.atol:g})"
         return self.sign, subject, self.detail, value
 
     def __str__(self) -> str:
         return "  ".join(part for part in self.columns() if part)
+
+
+def _settings(config: str) -> dict[str, str]:
+    """A module's ``extra_repr`` as ``{name: value}``; a setting without a name is keyed by position.
+
+    ``(16,), eps=1e-05, elementwise_affine=True`` gives ``{"0": "(16,)", "eps": "1e-05", ...}``:
+    commas inside brackets or quotes do not split.
+    """
+    items, depth, quote, start = [], 0, "", 0
+    for k, char in enumerate(config):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(config[start:k].strip())
+            start = k + 1
+    items.append(config[start:].strip())
+    out = {}
+    for position, item in enumerate(filter(None, items)):
+        name, equals, value = item.partition("=")
+        if equals and name.strip().isidentifier():
+            out[name.strip()] = value.strip()
+        else:
+            out[str(position)] = item
+    return out
+
+
+def settings_moved(old: str, new: str) -> list[tuple[str, str]]:
+    """The settings of two ``extra_repr`` texts that differ, as ``(name, "old -> new")``.
+
+    A setting known by position only has the name ``""``; one that came or went shows ``-``.
+    """
+    before, after = _settings(old), _settings(new)
+    return [
+        ("" if key.isdigit() else key, f"{before.get(key, '-')} -> {after.get(key, '-')}")
+        for key in dict.fromkeys([*before, *after])
+        if before.get(key) != after.get(key)
+    ]
 
 
 def _show(value: Any) -> str:

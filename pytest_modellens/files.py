@@ -13,6 +13,11 @@ from pathlib import Path
 
 from .errors import ModelLensError
 
+#: The manifest a failing run writes beside each new snapshot it keeps in the artifacts
+#: directory: which snapshot it belongs to and the SHA-256 of the one it was compared with.
+MANIFEST_SCHEMA = "pytest-modellens-kept/1"
+MANIFEST_SUFFIX = ".manifest.json"
+
 
 class SnapshotWriteError(ModelLensError, OSError):
     """A snapshot file could not be written; the one on disk, if any, is as it was."""

@@ -25,6 +25,8 @@ Nothing here imports anything beyond the standard library.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from enum import Enum
 
 #: How the root module is named wherever a person reads a path (its path in the data is "").
@@ -217,3 +219,52 @@ def split_numbered(path: str) -> tuple[str, int | None]:
 def run(first: str, last: str) -> str:
     """A run of numbered siblings as one name: ``blocks.6..11``."""
     return f"{first}..{leaf(last)}" if first != last else first
+
+
+#: A number that is a place's own (``blocks.3``, ``mul:2``), not part of a name (``conv2d``).
+_NUMBER = re.compile(r"(?<![A-Za-z_])\d+(?![A-Za-z_])")
+
+
+def numbers_blind(place: str) -> str:
+    """``blocks.#.norm``: a place with its own numbers masked, to find places that differ only there."""
+    return _NUMBER.sub("#", place)
+
+
+def compress(places: Sequence[str]) -> str | None:
+    """Places that differ only in their numbers as one: ``blocks.{0..3}.norm``; None if they do not.
+
+    ``transformer.h.{0,1}.mlp.act``; ``a.{0,2..5}``; two numbers that both vary compress
+    only when every combination is there (``l.{0,1}.b.{0,1}``).
+    """
+    unique = list(dict.fromkeys(places))
+    if len(unique) == 1:
+        return unique[0]
+    texts = {tuple(_NUMBER.split(p)) for p in unique}
+    if len(texts) != 1:
+        return None
+    text = next(iter(texts))
+    numbers = [_NUMBER.findall(p) for p in unique]
+    columns = list(zip(*numbers))
+    distinct = [sorted(set(col), key=int) for col in columns]
+    size = 1
+    for values in distinct:
+        size *= len(values)
+    if size != len(unique):
+        return None
+    parts = [text[0]]
+    for values, rest in zip(distinct, text[1:]):
+        parts += [values[0] if len(values) == 1 else "{" + _ranges(values) + "}", rest]
+    return "".join(parts)
+
+
+def _ranges(values: list[str]) -> str:
+    """``0,2..5``: runs of three or more consecutive numbers as ``a..b``."""
+    out, run = [], [values[0]]
+    for value in values[1:]:
+        if int(value) == int(run[-1]) + 1:
+            run.append(value)
+            continue
+        out.append(run)
+        run = [value]
+    out.append(run)
+    return ",".join(f"{r[0]}..{r[-1]}" if len(r) >= 3 else ",".join(r) for r in out)

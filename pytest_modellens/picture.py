@@ -154,6 +154,10 @@ def _node_lines(node: Node, specs: dict[str, TensorSpec]) -> list[str]:
     consts = [name for kind, name in map(ids.split_ref, node.inputs) if kind is ids.RefKind.CONST]
     if consts:
         lines.append("const: " + ", ".join(consts))
+    if node.kind is NodeKind.CONDITION:  # which way the branch went: `result: true`
+        lines += [
+            f"{key}: {str(value).lower() if isinstance(value, bool) else value}" for key, value in node.args
+        ]
     return lines
 
 
@@ -212,7 +216,10 @@ def trace_graph(trace: Trace, *, depth: int | None = None, rolled: bool = False)
         raise ValueError(f"'depth' must be an int of at least 1 or None (got {depth!r})")
     modules = {m.path: m for m in trace.modules}
     specs = {p.ref: p.spec for p in trace.params}
-    graph = Graph(title=[f"{trace.model}: {len(trace.op_nodes)} ops, {trace.param_count:,} params"])
+    graph = Graph(title=[
+        f"{trace.model}: {len(trace.op_nodes)} ops, {trace.param_count:,} params",
+        "green: input   red: output   grey: uses parameters   yellow: condition   blue: module",
+    ])  # fmt: skip
     key_of: dict[str, str] = {}
     for node in trace.nodes:
         key = node.node_id
@@ -251,9 +258,43 @@ def trace_graph(trace: Trace, *, depth: int | None = None, rolled: bool = False)
 # -- diff picture ------------------------------------------------------------------------------
 
 
-def _change_line(change: Change) -> str:
+def _moved(change: Change) -> tuple[str, str] | None:
+    """The part of a tensor spec that moved: ``("float32", "bfloat16")`` of a dtype change."""
+    if change.kind is not ChangeKind.OUTPUT_CHANGED and change.detail != "tensor":
+        return None
+    try:
+        old, new = TensorSpec.parse(str(change.old)), TensorSpec.parse(str(change.new))
+    except ValueError:
+        return None
+    if old.dtype != new.dtype and old.shape == new.shape:
+        return old.dtype, new.dtype
+    if old.dtype == new.dtype:
+        return str(list(old.shape)), str(list(new.shape))
+    return None
+
+
+def _change_lines(change: Change) -> list[str]:
+    """A change as a label shows it: ``dtype: float32 -> bfloat16``, never losing the new value.
+
+    A tensor's change names the part that moved; a change too long for one line puts the
+    new value on a line of its own, so that cutting the old one leaves the new one whole.
+    """
     _, _, detail, value = change.columns()
-    return clip(f"{detail}: {value}" if detail != "inputs" else "inputs rewired")
+    if detail == "inputs":
+        return ["inputs rewired"]
+    moved = _moved(change)
+    if len(f"{detail}: {value}") > MAX_LINE and moved is not None:
+        detail, value = "dtype" if moved[0][:1] != "[" else "shape", f"{moved[0]} -> {moved[1]}"
+    line = f"{detail}: {value}"
+    if len(line) <= MAX_LINE or " -> " not in value:
+        return [clip(line)]
+    old, new = value.split(" -> ", 1)
+    return [clip(f"{detail}: {old}"), clip(f"-> {new}")]
+
+
+def _tooltip(node_id: str, changes: list[Change]) -> str:
+    """What hovering over a box shows: its id and, whole, every change on it."""
+    return "\n".join([node_id, *(str(change) for change in changes)])
 
 
 def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_ABOVE) -> Graph:
@@ -271,7 +312,7 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
         if change.kind.on_module or change.detail == "params":
             module_state[change.subject] = State.of(change.effect)
             if change.effect is Effect.CHANGED and change.kind is not ChangeKind.MODULE_RENAMED:
-                notes[change.subject].append(_change_line(change))
+                notes[change.subject].extend(_change_lines(change))
     removed = {n.node_id for n in old.nodes if n.node_id not in matching.nodes}
     added = sum(1 for changes in per_node.values() if changes[0].kind is ChangeKind.NODE_ADDED)
     name = new.model if new.model == old.model else f"{old.model} -> {new.model}"
@@ -279,6 +320,10 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
         f"{name}: {count(added, 'node')} added, {len(removed)} removed, {len(per_node) - added} changed",
         "green: added   red: removed   orange: changed   grey: unchanged",
     ])  # fmt: skip
+    if any(c.kind is ChangeKind.STAT_CHANGED and c.tolerance for c in comparison.changes):
+        tolerance = new.tolerance  # said once here, not on every statistic's line
+        graph.title.append(f"statistics beyond rtol {tolerance.rtol:g}, atol {tolerance.atol:g}")
+    removals = {c.subject: c for c in comparison.changes if c.kind is ChangeKind.NODE_REMOVED}
     renamed_from = {target: path for path, target in matching.modules.items()}
     old_specs = {p.ref: p.spec for p in old.params}
     new_specs = {p.ref: p.spec for p in new.params}
@@ -292,9 +337,13 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
         lines = _node_lines(node, old_specs if was_removed else new_specs)
         if state is State.CHANGED:
             shape_changed = any(c.kind is ChangeKind.OUTPUT_CHANGED for c in changes)
-            lines = lines[: 1 if shape_changed else 2] + [_change_line(c) for c in changes[:4]]
+            lines = lines[: 1 if shape_changed else 2] + [
+                line for c in changes[:4] for line in _change_lines(c)
+            ]
         chain = _cluster_chain(scope, modules, rolled=False)
-        graph.vertices[key] = Vertex(lines, chain, state, node.node_id, Shape.of(node.kind))
+        shown = [removals[node.node_id]] if was_removed and node.node_id in removals else changes
+        tooltip = _tooltip(node.node_id, shown)
+        graph.vertices[key] = Vertex(lines, chain, state, tooltip, Shape.of(node.kind))
         for cluster in chain:
             path = ids.scope_path(cluster)
             label = _cluster_label(cluster, modules, rolled=False)

@@ -8,17 +8,22 @@ uses the plugin pays nothing for it being installed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import settings as _settings
-from .artifacts import ArtifactLog, display
+from .artifacts import REPORT_ATTRIBUTE, ArtifactLog, display, failures_of
 from .lifecycle import SnapshotLife, label
 from .settings import Settings, settings_key
 from .trace import Trace
+
+if TYPE_CHECKING:
+    from .report import Screen
 
 current_item_key = pytest.StashKey[pytest.Item]()
 
@@ -60,6 +65,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             used = used_locations(item) if report.when == "call" else []
             kept = owned_locations(item) if report.skipped else []
             label(report, used=used, kept=kept, root=item.config.rootpath.resolve())
+    if call.when == "call" and failures_of(item):
+        # A plain attribute of the report: xdist sends it to the controller's summary.
+        setattr(report, REPORT_ATTRIBUTE, failures_of(item))
     return report
 
 
@@ -132,10 +140,38 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: 
     return result
 
 
+def _screen(config: pytest.Config) -> Screen | None:
+    """What pytest shows of an assertion message before cutting it; None where it shows all.
+
+    pytest's own rule: nothing is cut under ``-vv`` or in CI (``CI`` or ``BUILD_NUMBER`` set),
+    else ``truncation_limit_lines`` and ``truncation_limit_chars`` (8 and 640 unless set).
+    """
+    from .report import SCREEN_CHARS, SCREEN_LINES, Screen
+
+    get_verbosity = getattr(config, "get_verbosity", None)
+    verbosity = get_verbosity("assertions") if get_verbosity else config.option.verbose
+    if verbosity >= 2 or any(os.environ.get(name) for name in ("CI", "BUILD_NUMBER")):
+        return None
+    limits = []
+    for name, default in (("truncation_limit_lines", SCREEN_LINES), ("truncation_limit_chars", SCREEN_CHARS)):
+        try:
+            value = config.getini(name)
+        except ValueError:  # a pytest without the key: its fixed defaults
+            value = None
+        limits.append(default if value in (None, "") else int(value))
+    if not any(limits):
+        return None
+    return Screen(*(limit or 10**9 for limit in limits))
+
+
 def _failure_lines(item: pytest.Item | None, trace: Trace, snapshot: Any, settings: Settings) -> list[str]:
-    """The message for ``trace == snapshot`` that failed: what syrupy saw, compared and drawn."""
+    """The message for ``trace == snapshot`` that failed: what syrupy saw, compared and drawn.
+
+    Every failure that has a new trace keeps it in the artifacts directory, and is listed
+    again in the "model diffs" summary.
+    """
     from . import report
-    from .artifacts import draw_diff
+    from .artifacts import Failure, accept_command, draw_diff, keep_snapshot, record_failure
     from .canonical import loads
     from .differ import compare
     from .errors import SnapshotFormatError
@@ -147,16 +183,26 @@ def _failure_lines(item: pytest.Item | None, trace: Trace, snapshot: Any, settin
     name, location = result.snapshot_name, display(result.snapshot_location)
     if result.exception is not None:
         return report.not_compared(name, location, result.exception)
+    step = report.NextStep(location, kept=keep_snapshot(item, trace, result.snapshot_location, settings),
+                           command=accept_command(item))  # fmt: skip
     if result.recalled_data is None:
-        return report.missing(name, location)
-    problem = unreadable_problem(result.recalled_data)
-    if problem is not None:
-        return report.unreadable(name, location, problem)
-    try:
-        old = loads(str(result.recalled_data), source="the file")
-        comparison = compare(old, trace, tolerance=trace.tolerance)
-    except SnapshotFormatError as error:
-        return report.unreadable(name, location, str(error))
-    except Exception as error:  # noqa: BLE001 - the test failed either way; say so, not a traceback
-        return report.not_listed(name, location, error)
-    return report.changed(name, location, comparison, draw_diff(item, comparison, settings))
+        lines = report.missing(name, step)
+    elif (problem := unreadable_problem(result.recalled_data)) is not None:
+        lines = report.unreadable(name, step, problem)
+    else:
+        try:
+            old = loads(str(result.recalled_data), source="the file")
+            comparison = compare(old, trace, tolerance=trace.tolerance)
+        except SnapshotFormatError as error:
+            lines = report.unreadable(name, step, str(error))
+        except Exception as error:  # noqa: BLE001 - the test failed either way; say so, not a traceback
+            lines = report.not_listed(name, step, error)
+        else:
+            step = replace(step, picture=draw_diff(item, comparison, settings))
+            limit = settings.max_changes
+            lines = report.changed(
+                name, comparison, step, limit=limit, screen=_screen(item.config) if item else None
+            )
+    picture = step.picture.removeprefix("picture: ")
+    record_failure(item, Failure(lines[0], location, picture, step.kept, step.command))
+    return lines

@@ -20,13 +20,9 @@ from pathlib import Path
 
 from .canonical import loads
 from .errors import ModelLensError
-from .files import read_snapshot_file, write_snapshot_file
+from .files import MANIFEST_SCHEMA, MANIFEST_SUFFIX, read_snapshot_file, write_snapshot_file
 from .page import Entry, html
 from .trace import Trace
-
-#: The manifest a failing run writes beside each new snapshot it keeps.
-MANIFEST_SCHEMA = "pytest-modellens-kept/1"
-MANIFEST_SUFFIX = ".manifest.json"
 
 Say = Callable[[str], None]
 
@@ -71,13 +67,16 @@ def kept_snapshots(folder: Path) -> list[Kept]:
 
 def _changes(old: Trace | None, new: Trace) -> tuple[str, list[str]]:
     """Headline and whole change list from ``old`` to ``new`` (a new snapshot when there is no old)."""
+    from .causes import explain
     from .differ import compare
     from .report import change_lines, headline
 
     if old is None:
         return "a new snapshot", [f"  + {new.model}: {len(new.op_nodes)} ops, {new.param_count:,} params"]
-    changes = compare(old, new).changes
-    return (headline(changes) if changes else "no changes"), change_lines(changes, limit=len(changes) + 1)
+    comparison = compare(old, new)
+    if not comparison.changes:
+        return "no changes", []
+    return headline(comparison.changes), change_lines(explain(comparison))
 
 
 def accept(folder: Path, *, rootdir: Path, dry_run: bool, say: Say) -> int:

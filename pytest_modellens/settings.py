@@ -32,6 +32,7 @@ class Settings:
     picture_format: str
     depth: int | None = None
     grad: bool = False
+    max_changes: int | None = None  # rows in a failure message; None: what fits pytest's cut, 0: all
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -93,6 +94,16 @@ def _depth(text: str) -> int | None:
             f"must be a whole number of at least 1 (got {text!r}): 1 is the whole model as one node, "
             "2 each module the model's forward calls"
         )
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0 (got {text!r})")
     return value
 
 
@@ -165,6 +176,12 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="N",
         help="snapshot module calls at level N as one node each (the model is level 1; default: every op)",
     )
+    group.addoption(
+        "--lens-max-changes",
+        type=_non_negative_int,
+        metavar="N",
+        help="list N changes in a failure, 0 for all (default: what fits pytest's cut; all with -vv or in CI)",
+    )
     parser.addini(
         "lens_artifacts",
         "directory for model diff pictures, relative to the rootdir",
@@ -183,6 +200,9 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("lens_grad", "trace with autograd on (true/false)", default="false")
     parser.addini(
         "lens_depth", "snapshot module calls at this level as one node each (empty: every op)", default=""
+    )
+    parser.addini(
+        "lens_max_changes", "changes listed in a failure, 0 for all (default: what fits)", default=""
     )
 
 
@@ -222,4 +242,7 @@ def from_config(config: pytest.Config) -> Settings:
         picture_format=option.lens_format or _ini(config, "lens_picture_format", _picture_format),
         depth=option.lens_depth if option.lens_depth is not None else _ini(config, "lens_depth", _depth),
         grad=option.lens_grad if option.lens_grad is not None else _ini(config, "lens_grad", _bool),
+        max_changes=option.lens_max_changes
+        if option.lens_max_changes is not None
+        else _ini(config, "lens_max_changes", lambda text: _non_negative_int(text) if text else None),
     )

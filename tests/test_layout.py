@@ -33,8 +33,9 @@ ALLOWED: dict[str, set[str]] = {
     "files": {"errors"},
     "extension": {"errors", "trace", "canonical", "files"},
     "settings": {"trace", "picture"},
-    "artifacts": {"errors", "trace", "changes", "settings"},
-    "report": {"ids", "errors", "changes"},
+    "artifacts": {"errors", "trace", "changes", "settings", "files"},
+    "causes": {"ids", "trace", "changes"},
+    "report": {"ids", "errors", "changes", "causes"},
     "page": set(),
     "review": {"canonical", "errors", "files", "page", "trace"},
     "lifecycle": set(),
@@ -49,9 +50,9 @@ LAZY: dict[str, set[str]] = {
     "trace": {"canonical", "log", "render", "differ", "extension", "changes"},  # the facade methods
     "render": {"differ"},  # only when no comparison is handed in
     "artifacts": {"render"},
-    "review": {"differ", "report", "render"},
+    "review": {"differ", "report", "render", "causes"},
     "plugin": {"tracer", "extension", "report", "differ", "errors", "artifacts", "canonical"},
-    "__main__": {"differ", "report", "render", "review"},
+    "__main__": {"differ", "report", "render", "review", "causes", "changes"},
     "__init__": {"tracer", "differ", "render"},
 }
 #: Third-party packages and the one module (or package) that may import each.

@@ -162,6 +162,10 @@ def test_passing_and_failing_runs_under_xdist(
     result.stdout.fnmatch_lines(["*4 failed*"])
     assert result.stdout.str().count("pytest --lens-update") >= 4
     assert _snapshot_bytes(pytester) == written, "a failing run changes no snapshot"
+    # The workers' failures reach the controller's "model diffs" section, each with its kept snapshot.
+    section = result.stdout.str().split("= model diffs =", 1)[1]
+    assert section.count("  new snapshot: lens-artifacts/") == 4
+    assert len(list((pytester.path / "lens-artifacts").glob("*.lens.json"))) == 4
 
 
 def test_bad_option_values_are_usage_errors(reference_suite: pytest.Pytester) -> None:

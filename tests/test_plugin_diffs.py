@@ -46,6 +46,7 @@ def test_net(model_trace, snapshot):
     assert model_trace(Net(), X) == snapshot
 """
 PICTURE = Path("lens-artifacts/test_models.py--test_net.svg")
+KEPT = Path("lens-artifacts/test_models--test_net.lens.json")
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -75,28 +76,30 @@ def test_the_message_names_each_change_and_the_picture_shows_it(suite: pytest.Py
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "*model snapshot test_net changed: 1 node added, 3 nodes changed",
-            "*  + hidden_to_output/relu * relu * float32[[]4, 2]",
-            "*  ~ hidden_to_output/linear * shape * float32[[]4, 1] -> float32[[]4, 2]",
-            "*  ~ sigmoid:2/sigmoid * inputs * hidden_to_output/linear -> hidden_to_output/relu",
-            "*  ~ hidden_to_output * config * out_features=1 -> out_features=2",
-            "*  ... and * more",
+            "*model snapshot test_net changed: 1 node added, 3 nodes changed, 1 module changed",
+            "*  ~ hidden_to_output (Head) * out_features * 1 -> 2  (3 shapes, 2 parameters follow)",
+            "*  + hidden_to_output/relu * relu * float32[[]4, 2]  (1 rewiring follows)",
+            "*  totals: ops 4 -> 5, tensors 6 -> 7, *",
             f"*picture: {PICTURE}",
-            "*snapshot: __snapshots__/test_models/test_net.lens.json",
-            "*accept with: pytest --lens-update",
+            f"*snapshot: __snapshots__/test_models/test_net.lens.json, new: {KEPT}",
+            "*accept with: pytest --lens-update 'test_models.py::test_net'",
         ]
     )
-    result.stdout.fnmatch_lines(["*= model diffs =*", f"test_models.py::test_net: {PICTURE}"])
-    assert result.stdout.str().count(f"test_models.py::test_net: {PICTURE}") == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*= model diffs =*",
+            "test_models.py::test_net: model snapshot test_net changed: 1 node added, *",
+            f"  picture: {PICTURE}",
+            "  snapshot: __snapshots__/test_models/test_net.lens.json",
+            f"  new snapshot: {KEPT}",
+            "  accept with: pytest --lens-update 'test_models.py::test_net'",
+        ]
+    )
+    listed = [line for line in result.stdout.lines if line.startswith("test_models.py::test_net: model")]
+    assert len(listed) == 1  # once, for the call report only
     svg = suite.path / PICTURE
     assert fill_of(svg, "hidden_to_output/relu") == {COLORS["added"][1]}
     assert fill_of(svg, "hidden_to_output/linear") == {COLORS["changed"][1]}
-
-    # Without -vv pytest shortens long explanations; what matters most comes first.
-    result = suite.runpytest()
-    result.stdout.fnmatch_lines(
-        ["*model snapshot test_net changed: 1 node added*", "*+ hidden_to_output/relu*"]
-    )
 
 
 def test_pictures_without_dot_on_path(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,8 +127,10 @@ def test_no_renderer_at_all_keeps_the_dot_file_and_says_so(
 
 def test_junit_xml_records_the_picture(suite: pytest.Pytester) -> None:
     suite.runpytest("--junitxml=junit.xml")
-    properties = {p.get("name"): p.get("value") for p in ET.parse(suite.path / "junit.xml").iter("property")}
-    assert properties == {"lens_artifact": str(PICTURE)}
+    properties = [
+        (p.get("name"), p.get("value")) for p in ET.parse(suite.path / "junit.xml").iter("property")
+    ]
+    assert properties == [("lens_artifact", str(KEPT)), ("lens_artifact", str(PICTURE))]
 
 
 def test_parametrized_ids_get_distinct_safe_names(
@@ -185,6 +190,7 @@ def test_a_long_test_name_gets_its_picture_and_junit_names_it_from_the_rootdir(
     assert result.ret == 1
     assert "File name too long" not in result.stdout.str()
     junit = (sub / "junit.xml").read_text()
-    recorded = re.search(r'name="lens_artifact" value="([^"]+)"', junit)
-    assert recorded is not None and recorded[1].startswith("lens-artifacts/test_long.py--test_aaa")
-    assert (reference_suite.path / recorded[1]).is_file()
+    recorded = re.findall(r'name="lens_artifact" value="([^"]+)"', junit)
+    pictures = [path for path in recorded if path.endswith(".svg")]
+    assert pictures and pictures[0].startswith("lens-artifacts/test_long.py--test_aaa"), recorded
+    assert all((reference_suite.path / path).is_file() for path in recorded)

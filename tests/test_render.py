@@ -282,3 +282,72 @@ def test_a_whole_added_module_is_one_green_box_on_a_big_graph() -> None:
     box = graph.vertices["module blocks.30"]
     assert (box.state, box.lines) == ("added", ["blocks.30 (Sequential)", "6 ops"])
     assert not [key for key in graph.vertices if key.startswith("blocks.30.")]
+
+
+def _tooltips(svg: Path) -> dict[str, str]:
+    """Each box's tooltip in the SVG, by node id."""
+    found = {}
+    for group in ET.parse(svg).getroot().iter(f"{SVG}g"):
+        node_id = (group.get("id") or "").removeprefix("lens:")
+        for link in group.iter(f"{SVG}a"):
+            found[node_id] = link.get("{http://www.w3.org/1999/xlink}title", "")
+    return found
+
+
+class Images(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+def test_labels_keep_the_new_value_and_tooltips_hold_the_whole_change(tmp_path: Path) -> None:
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    old = pm.trace(Images(), x)
+    torch.manual_seed(0)
+    new = pm.trace(Images().to(torch.bfloat16), x.to(torch.bfloat16))
+    graph = render.diff_graph(compare(old, new))
+    # `dtype: float32[2, 4, 32, 32] -> bfloat16[2, 4...` would cut away what changed
+    assert "dtype: float32 -> bfloat16" in graph.vertices["conv/conv2d"].lines
+    svg = Path(render.render_diff(old, new, tmp_path / "bf16.svg"))
+    tip = [" ".join(line.split()) for line in _tooltips(svg)["conv/conv2d"].splitlines()]
+    assert tip == ["conv/conv2d", "~ conv/conv2d dtype float32[2, 4, 32, 32] -> bfloat16[2, 4, 32, 32]"]
+
+
+def test_a_long_configuration_change_puts_the_new_value_on_its_own_line() -> None:
+    class Mode(nn.Module):
+        def __init__(self, mode: str) -> None:
+            super().__init__()
+            self.mode = mode
+
+        def extra_repr(self) -> str:
+            return f"mode={self.mode}"
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    old = pm.trace(nn.Sequential(Mode("nearest_neighbour_resampling")), X)
+    new = pm.trace(nn.Sequential(Mode("bilinear_area_resampling")), X)
+    (label,) = [label for label, _ in render.diff_graph(compare(old, new)).clusters.values()]
+    assert label.splitlines() == [
+        "0 (Mode)",
+        "config: mode nearest_neighbour_resampling",
+        "-> bilinear_area_resampling",
+    ]
+
+
+def test_model_pictures_have_a_legend_and_conditions_say_which_way_they_went() -> None:
+    class Branch(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2 if x.sum() > 0 else -x
+
+    graph = render.trace_graph(pm.trace(Branch(), torch.ones(2)))
+    assert (
+        graph.title[1]
+        == "green: input   red: output   grey: uses parameters   yellow: condition   blue: module"
+    )
+    (condition,) = [v for v in graph.vertices.values() if v.kind == "condition"]
+    assert condition.lines[-1] == "result: true"
