@@ -89,7 +89,9 @@ def test_gpt2_at_depth_two_keeps_what_the_model_owns(
     monkeypatch.setenv("LENS_INNER", "256")
     result = gpt2_suite.runpytest("-k", "tiny")
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*model snapshot test_tiny_gpt2 changed*", "*transformer.h.{0,1}.mlp.c_fc*-> *"])
+    result.stdout.fnmatch_lines(
+        ["*model snapshot test_tiny_gpt2 changed*", "*transformer.h.{0,1}.mlp.c_fc*-> *"]
+    )
     assert snapshot.read_bytes() == written
 
 
