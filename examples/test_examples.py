@@ -75,3 +75,44 @@ def test_what_a_reviewer_sees_for_a_change(model_trace, lens_artifacts):
     assert "~ input_to_hidden/linear shape float32[4, 4] -> float32[4, 5]" in changes
     picture = lens.render_diff(before, after, str(lens_artifacts / "examples" / "reference-change.diff.svg"))
     assert 'fill="#' in Path(picture).read_text()  # drawn, with colours
+
+
+def test_the_review_page_of_a_change(model_trace, lens_artifacts):
+    """The page a failing run leaves in lens-artifacts/index.html, made here for the same change.
+
+    With Chromium installed it is also photographed, for the README (``scripts/docs-pictures.sh``).
+    """
+    import shutil
+    import subprocess
+
+    from pytest_modellens.causes import explain
+    from pytest_modellens.differ import compare
+    from pytest_modellens.page import Counts, Entry, html
+    from pytest_modellens.report import change_lines, headline
+
+    before = model_trace(NeuralNetwork(), XOR_INPUTS)
+    after = model_trace(NeuralNetworkWithReLU(), XOR_INPUTS)
+    comparison = compare(before, after)
+    folder = lens_artifacts / "examples"
+    picture = lens.render_diff(before, after, str(folder / "reference-change.diff.svg"))
+    entry = Entry(
+        "examples/test_examples.py::test_reference_mlp",
+        f"model snapshot test_reference_mlp changed: {headline(comparison.changes)}",
+        tuple(change_lines(explain(comparison))),
+        picture=picture,
+        snapshot="examples/__snapshots__/test_examples/test_reference_mlp.lens.json",
+        kept="lens-artifacts/examples/test_examples--test_reference_mlp.lens.json",
+        command="pytest --lens-update 'examples/test_examples.py::test_reference_mlp'",
+    )
+    page = folder / "review-page.html"
+    page.write_text(html([entry], Counts(traced=7, passed=6, changed=1), page=page), encoding="utf-8")
+    assert "test_reference_mlp" in page.read_text() and "<svg" in page.read_text()
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={folder / '.chromium'}"]  # fmt: skip
+        shot = folder / "review-page.png"
+        subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1000,1100", page.as_uri()],
+                       capture_output=True, timeout=120, check=False)  # fmt: skip
+        assert shot.read_bytes().startswith(b"\x89PNG")
+        shutil.rmtree(folder / ".chromium", ignore_errors=True)

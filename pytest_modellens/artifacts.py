@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,8 @@ class Failure:
     picture: str = ""
     kept: str = ""
     command: str = ""
+    status: str = "changed"  # changed, missing or unreadable
+    lines: tuple[str, ...] = ()  # the whole change list (or what the message says instead)
 
 
 def record_failure(item: pytest.Item | None, failure: Failure) -> None:
@@ -228,18 +231,80 @@ def draw_model_picture(item: pytest.Item, trace: Trace, settings: Settings) -> P
 REPORT_ATTRIBUTE = "lens_failures"
 
 
-class ArtifactLog:
-    """Collects the failed model assertions of test reports, on the xdist controller too."""
+#: The junit-xml property saying how one model assertion came out (see ``extension.outcomes``).
+OUTCOME_PROPERTY = "lens_outcome"
+#: Where GitHub Actions reads a job summary from.
+JOB_SUMMARY = "GITHUB_STEP_SUMMARY"
 
-    def __init__(self) -> None:
+
+class ArtifactLog:
+    """Collects the model assertions of test reports (on the xdist controller too); writes what a run leaves.
+
+    At the end of the session, in the one process that decides (the xdist controller, or
+    the only one): the "model diffs" section, the review page and, under GitHub Actions,
+    the job summary. Workers only hand their results over in their reports.
+    """
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
         self.failures: list[tuple[str, Failure]] = []
+        self.outcomes: Counter[str] = Counter()
+        self.page: Path | None = None
+        self.summary_problem = ""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for entry in getattr(report, REPORT_ATTRIBUTE, None) or ():
+            entry = dict(entry, lines=tuple(entry.get("lines", ())))
             self.failures.append((report.nodeid, Failure(**entry)))
+        for name, value in report.user_properties:
+            if name == OUTCOME_PROPERTY:
+                self.outcomes[str(value)] += 1
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the controller writes the page, once
+        entries = [self._entry(nodeid, failure) for nodeid, failure in self.failures]
+        counts = self.counts()
+        page = self.settings.report or (self.settings.artifacts_dir / "index.html" if entries else None)
+        if page is not None and (entries or counts.traced):
+            from .page import html
+
+            write_snapshot_file(str(page), html(entries, counts, page=page))
+            self.page = page
+        summary = os.environ.get(JOB_SUMMARY)
+        if summary and (entries or counts.traced):
+            from .page import markdown
+
+            shown = display(self.page) if self.page else ""
+            try:
+                with open(summary, "a", encoding="utf-8") as file:
+                    file.write(markdown(entries, counts, report=shown))
+            except OSError as error:  # a summary is a by-product: say so, the run's result stands
+                self.summary_problem = (
+                    f"the job summary {summary} could not be written: {error.strerror or error}"
+                )
+
+    def counts(self) -> Any:
+        from .page import Counts
+
+        done = self.outcomes
+        written = {k: done[k] for k in ("written", "updated") if done[k]}
+        return Counts(traced=sum(done.values()), passed=done["passed"], changed=done["changed"],
+                      missing=done["missing"], extra=written)  # fmt: skip
+
+    def _entry(self, nodeid: str, failure: Failure) -> Any:
+        from .page import Entry
+
+        picture = failure.picture if failure.picture and Path(failure.picture).is_file() else ""
+        kept = failure.kept if failure.kept and Path(failure.kept).is_file() else ""
+        return Entry(nodeid, failure.headline, tuple(failure.lines), picture=picture, snapshot=failure.snapshot,
+                     kept=kept, command=failure.command, status=failure.status)  # fmt: skip
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.failures:
+            if self.page is not None:
+                terminalreporter.line(f"model report: {display(self.page)}")
             return
         terminalreporter.section("model diffs")
         for nodeid, failure in self.failures:
@@ -248,3 +313,7 @@ class ArtifactLog:
                                  ("new snapshot", failure.kept), ("accept with", failure.command)):  # fmt: skip
                 if value:
                     terminalreporter.line(f"  {label}: {value}")
+        if self.page is not None:
+            terminalreporter.line(f"report: {display(self.page)}")
+        if self.summary_problem:
+            terminalreporter.line(self.summary_problem)

@@ -149,16 +149,36 @@ class AmberSnapshotExtension(_Amber):
         return own
 
 
+def _model_results(item: Any) -> list[Any]:
+    """syrupy's AssertionResult of each model-snapshot assertion a test that ran made."""
+    return [
+        result
+        for value in getattr(item, "funcargs", {}).values()
+        if isinstance(value, SnapshotAssertion)
+        for result in value.executions.values()
+        if result.snapshot_location.endswith(f".{ModelSnapshotExtension.file_extension}")
+    ]
+
+
 def used_locations(item: Any) -> list[str]:
     """The model snapshot files the assertions of a test that ran read or wrote."""
+    return [result.snapshot_location for result in _model_results(item)]
+
+
+def outcomes(item: Any) -> list[str]:
+    """How each model assertion of a test came out: passed, written, updated, missing or changed."""
     found = []
-    for value in getattr(item, "funcargs", {}).values():
-        if isinstance(value, SnapshotAssertion):
-            found += [
-                result.snapshot_location
-                for result in value.executions.values()
-                if result.snapshot_location.endswith(f".{ModelSnapshotExtension.file_extension}")
-            ]
+    for result in _model_results(item):
+        if result.created:
+            found.append("written")
+        elif result.updated:
+            found.append("updated")
+        elif result.success:
+            found.append("passed")
+        else:
+            found.append(
+                "missing" if result.recalled_data is None and result.exception is None else "changed"
+            )
     return found
 
 

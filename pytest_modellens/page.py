@@ -58,7 +58,7 @@ section { border: 1px solid #d0d7de; border-radius: 6px; margin: 16px 0; padding
 section h2 { font-size: 16px; margin: 0 0 4px; word-break: break-all; }
 .headline { color: #9a6700; margin: 0 0 8px; }
 .status { font-size: 12px; border-radius: 10px; padding: 1px 8px; margin-left: 8px; background: #fff8c5; }
-pre { background: #f6f8fa; padding: 8px 12px; overflow-x: auto; font-size: 12.5px; margin: 8px 0; }
+pre { background: #f6f8fa; padding: 8px 12px; white-space: pre-wrap; font-size: 12.5px; margin: 8px 0; }
 .picture { margin: 8px 0; overflow: hidden; }
 .picture svg, .picture img { max-width: 100%; height: auto; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 8px 0 0; }

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import settings as _settings
-from .artifacts import REPORT_ATTRIBUTE, ArtifactLog, display, failures_of
+from .artifacts import OUTCOME_PROPERTY, REPORT_ATTRIBUTE, ArtifactLog, display, failures_of
 from .lifecycle import SnapshotLife, label
 from .settings import Settings, settings_key
 from .trace import Trace
@@ -34,7 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[settings_key] = settings = _settings.from_config(config)
-    config.pluginmanager.register(ArtifactLog(), "modellens-artifacts")
+    config.pluginmanager.register(ArtifactLog(config, settings), "modellens-artifacts")
     config.pluginmanager.register(SnapshotLife(config, prune=settings.prune), "modellens-snapshots")
     if getattr(config.option, "default_extension", "") is None:
         # syrupy's amber, less its claim on files it does not own (see extension.py).
@@ -59,12 +59,14 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if report.when == "call" or (report.skipped and report.when == "setup"):
-        from .extension import owned_locations, used_locations
+        from .extension import outcomes, owned_locations, used_locations
 
         if "snapshot" in getattr(item, "fixturenames", ()):
             used = used_locations(item) if report.when == "call" else []
             kept = owned_locations(item) if report.skipped else []
             label(report, used=used, kept=kept, root=item.config.rootpath.resolve())
+            if report.when == "call":
+                report.user_properties.extend((OUTCOME_PROPERTY, outcome) for outcome in outcomes(item))
     if call.when == "call" and failures_of(item):
         # A plain attribute of the report: xdist sends it to the controller's summary.
         setattr(report, REPORT_ATTRIBUTE, failures_of(item))
@@ -173,6 +175,7 @@ def _failure_lines(item: pytest.Item | None, trace: Trace, snapshot: Any, settin
     from . import report
     from .artifacts import Failure, accept_command, draw_diff, keep_snapshot, record_failure
     from .canonical import loads
+    from .causes import explain
     from .differ import compare
     from .errors import SnapshotFormatError
     from .extension import last_result, unreadable_problem
@@ -185,16 +188,17 @@ def _failure_lines(item: pytest.Item | None, trace: Trace, snapshot: Any, settin
         return report.not_compared(name, location, result.exception)
     step = report.NextStep(location, kept=keep_snapshot(item, trace, result.snapshot_location, settings),
                            command=accept_command(item))  # fmt: skip
+    status, every = "changed", None
     if result.recalled_data is None:
-        lines = report.missing(name, step)
+        status, lines = "missing", report.missing(name, step)
     elif (problem := unreadable_problem(result.recalled_data)) is not None:
-        lines = report.unreadable(name, step, problem)
+        status, lines = "unreadable", report.unreadable(name, step, problem)
     else:
         try:
             old = loads(str(result.recalled_data), source="the file")
             comparison = compare(old, trace, tolerance=trace.tolerance)
         except SnapshotFormatError as error:
-            lines = report.unreadable(name, step, str(error))
+            status, lines = "unreadable", report.unreadable(name, step, str(error))
         except Exception as error:  # noqa: BLE001 - the test failed either way; say so, not a traceback
             lines = report.not_listed(name, step, error)
         else:
@@ -203,6 +207,8 @@ def _failure_lines(item: pytest.Item | None, trace: Trace, snapshot: Any, settin
             lines = report.changed(
                 name, comparison, step, limit=limit, screen=_screen(item.config) if item else None
             )
+            every = report.change_lines(explain(comparison))  # the whole list, for the report page
     picture = step.picture.removeprefix("picture: ")
-    record_failure(item, Failure(lines[0], location, picture, step.kept, step.command))
+    whole = tuple(every if every is not None else lines[1 : len(lines) - len(step.lines())])
+    record_failure(item, Failure(lines[0], location, picture, step.kept, step.command, status, whole))
     return lines

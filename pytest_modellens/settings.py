@@ -32,6 +32,7 @@ class Settings:
     picture_format: str
     depth: int | None = None
     grad: bool = False
+    report: Path | None = None  # the review page; None: <artifacts>/index.html when a model failed
     max_changes: int | None = None  # rows in a failure message; None: what fits pytest's cut, 0: all
 
 
@@ -177,6 +178,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="snapshot module calls at level N as one node each (the model is level 1; default: every op)",
     )
     group.addoption(
+        "--lens-report",
+        metavar="PATH",
+        help="write the review page here, also when every model passed "
+        "(default: <artifacts>/index.html, after a session where a model changed)",
+    )
+    group.addoption(
         "--lens-max-changes",
         type=_non_negative_int,
         metavar="N",
@@ -197,6 +204,7 @@ def add_options(parser: pytest.Parser) -> None:
         "lens_pictures", "draw every traced model into the artifacts directory (true/false)", default="false"
     )
     parser.addini("lens_picture_format", "picture format: svg or png", default="svg")
+    parser.addini("lens_report", "write the review page here, also when every model passed", default="")
     parser.addini("lens_grad", "trace with autograd on (true/false)", default="false")
     parser.addini(
         "lens_depth", "snapshot module calls at this level as one node each (empty: every op)", default=""
@@ -229,6 +237,7 @@ def from_config(config: pytest.Config) -> Settings:
     )
     seed = option.lens_seed if option.lens_seed is not None else _ini(config, "lens_seed", _seed)
     artifacts = Path(option.lens_artifacts or config.getini("lens_artifacts"))
+    report = option.lens_report or str(config.getini("lens_report")).strip()
     return Settings(
         update=option.lens_update,
         prune=option.lens_prune,
@@ -242,6 +251,7 @@ def from_config(config: pytest.Config) -> Settings:
         picture_format=option.lens_format or _ini(config, "lens_picture_format", _picture_format),
         depth=option.lens_depth if option.lens_depth is not None else _ini(config, "lens_depth", _depth),
         grad=option.lens_grad if option.lens_grad is not None else _ini(config, "lens_grad", _bool),
+        report=(Path(report) if Path(report).is_absolute() else config.rootpath / report) if report else None,
         max_changes=option.lens_max_changes
         if option.lens_max_changes is not None
         else _ini(config, "lens_max_changes", lambda text: _non_negative_int(text) if text else None),

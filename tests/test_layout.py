@@ -49,9 +49,9 @@ ALLOWED: dict[str, set[str]] = {
 LAZY: dict[str, set[str]] = {
     "trace": {"canonical", "log", "render", "differ", "extension", "changes"},  # the facade methods
     "render": {"differ"},  # only when no comparison is handed in
-    "artifacts": {"render"},
+    "artifacts": {"render", "page"},
     "review": {"differ", "report", "render", "causes"},
-    "plugin": {"tracer", "extension", "report", "differ", "errors", "artifacts", "canonical"},
+    "plugin": {"tracer", "extension", "report", "differ", "errors", "artifacts", "canonical", "causes"},
     "__main__": {"differ", "report", "render", "review", "causes", "changes"},
     "__init__": {"tracer", "differ", "render"},
 }

@@ -156,3 +156,113 @@ def test_the_workflow_runs_the_tests_and_uploads_the_artifacts() -> None:
         for step in uploads
     )
     assert any("junit" in step["with"]["path"] for step in uploads)
+
+
+# -- the page and the summary from real runs ------------------------------------------------
+
+MODELS = """
+import os
+import pytest
+import torch
+from torch import nn
+
+@pytest.mark.parametrize("width", [2, 3, 4])
+def test_mlp(model_trace, snapshot, width):
+    hidden = width + int(os.environ.get("LENS_EXTRA", "0")) * (width != 3)
+    net = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+    assert model_trace(net, torch.ones(2, width)) == snapshot
+"""
+
+
+@pytest.fixture
+def drifted(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """Three model tests with snapshots; two of the models then widened."""
+    pytester.makepyfile(test_many=MODELS)
+    assert pytester.runpytest("--lens-update").ret == 0
+    monkeypatch.setenv("LENS_EXTRA", "1")
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    return pytester
+
+
+def test_a_failing_session_writes_one_page_with_every_failure(drifted: pytest.Pytester) -> None:
+    result = drifted.runpytest()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*report: lens-artifacts/index.html*"])
+    page = (drifted.path / "lens-artifacts/index.html").read_text()
+    assert page.count("<section") == 2
+    for width in (2, 4):
+        assert f"test_many.py::test_mlp[{width}]" in page
+    assert "<b>3</b> models traced" in page and "<b>1</b> passed" in page and "<b>2</b> changed" in page
+    assert "<svg" in page and "pytest --lens-update &#x27;test_many.py::test_mlp[2]&#x27;" in page
+    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
+
+
+def test_a_passing_session_writes_no_page_unless_asked(
+    drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LENS_EXTRA", "0")
+    assert drifted.runpytest().ret == 0
+    assert not (drifted.path / "lens-artifacts/index.html").exists()
+    assert drifted.runpytest("--lens-report", "out/models.html").ret == 0
+    page = (drifted.path / "out/models.html").read_text()
+    assert "Every model matched its snapshot" in page and "<b>3</b> passed" in page
+
+
+def test_under_xdist_the_controller_writes_the_one_page(drifted: pytest.Pytester) -> None:
+    result = drifted.runpytest_subprocess("-n", "2")
+    assert result.ret == 1
+    pages = list(drifted.path.rglob("*.html"))
+    assert [p.relative_to(drifted.path).as_posix() for p in pages] == ["lens-artifacts/index.html"]
+    page = pages[0].read_text()
+    assert page.count("<section") == 2 and "<b>3</b> models traced" in page
+
+
+def test_the_github_job_summary_gets_the_table(
+    drifted: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = drifted.path / "summary.md"
+    summary.write_text("## earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert drifted.runpytest().ret == 1
+    text = summary.read_text()
+    assert text.startswith("## earlier step\n"), "the summary is appended to, not replaced"
+    assert "| `test_many.py::test_mlp[2]` |" in text and "| `test_many.py::test_mlp[4]` |" in text
+    assert "3 traced, 1 passed, 2 changed, 0 missing" in text and "lens-artifacts/index.html" in text
+
+
+def test_accept_applies_what_a_failing_run_kept_and_the_next_run_passes(drifted: pytest.Pytester) -> None:
+    assert drifted.runpytest().ret == 1
+    shutil.copytree(drifted.path / "lens-artifacts", drifted.path / "downloaded")  # as CI uploads it
+    done = _cli("accept", "downloaded", cwd=drifted.path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("accepted __snapshots__/test_many/") == 2
+    assert drifted.runpytest().ret == 0
+    again = _cli("accept", "downloaded", cwd=drifted.path)  # the snapshots moved on since
+    assert again.returncode == 2 and again.stdout.count("it changed since the run compared it") == 2
+
+
+# -- the page in a real browser ------------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
+def test_the_page_renders_in_chromium(drifted: pytest.Pytester, tmp_path: Path) -> None:
+    assert drifted.runpytest().ret == 1
+    page = drifted.path / "lens-artifacts/index.html"
+    browser = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "test_many.py::test_mlp[2]" in dom.stdout and "test_many.py::test_mlp[4]" in dom.stdout
+    shot = tmp_path / "page.png"
+    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
+                   capture_output=True, timeout=120, check=False)  # fmt: skip
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 20_000, "the screenshot is blank"
