@@ -58,15 +58,16 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if report.when == "call" or (report.skipped and report.when == "setup"):
+    tested = report.when == "call" or (report.skipped and report.when == "setup")
+    if tested and "snapshot" in getattr(item, "fixturenames", ()):
         from .extension import outcomes, owned_locations, used_locations
 
-        if "snapshot" in getattr(item, "fixturenames", ()):
-            used = used_locations(item) if report.when == "call" else []
-            kept = owned_locations(item) if report.skipped else []
-            label(report, used=used, kept=kept, root=item.config.rootpath.resolve())
-            if report.when == "call":
-                report.user_properties.extend((OUTCOME_PROPERTY, outcome) for outcome in outcomes(item))
+        # What the session's snapshot files and review page are decided from, on any process.
+        used = used_locations(item) if report.when == "call" else []
+        kept = owned_locations(item) if report.skipped else []
+        label(report, used=used, kept=kept, root=item.config.rootpath.resolve())
+        if report.when == "call":
+            report.user_properties.extend((OUTCOME_PROPERTY, outcome) for outcome in outcomes(item))
     if call.when == "call" and failures_of(item):
         # A plain attribute of the report: xdist sends it to the controller's summary.
         setattr(report, REPORT_ATTRIBUTE, failures_of(item))
