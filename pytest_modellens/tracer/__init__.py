@@ -10,6 +10,7 @@ The only package that imports torch. Its modules:
 - :mod:`.warmup`: the untraced forward before the traced one, so first-call caches do not show;
 - :mod:`.constructs`: ``torch.vmap`` and ``torch.cond`` as a trace shows them.
 - :mod:`.writes`: what an operation writes, saved before and, through a view, rebound after;
+- :mod:`.order`: interchangeable module calls in one order, whatever order the forward ran them in;
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from . import constructs
 from .describe import flatten
 from .flops import FlopRecorder, with_module_flops
 from .modules import ModuleTree, bind_inputs, module_table, param_table
+from .order import canonical_calls
 from .recorder import _EXIT_HOOK_OPTIONS, _FUNCTION_APPLY, Recorder
 from .state import ModelState, grad_mode, seeded
 from .warmup import warm_up
@@ -191,7 +193,7 @@ def trace(
     if written:
         _warn_parameters_written(model, written, recorder)
 
-    nodes = recorder.nodes
+    nodes = canonical_calls(recorder.nodes, recorder.call_parents)
     modules = module_table(model, foreign=recorder.foreign, calls=recorder.calls)
     if isinstance(recorder, FlopRecorder):
         nodes = recorder.counted(nodes)
