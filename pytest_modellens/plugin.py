@@ -70,7 +70,7 @@ def model_trace(request: pytest.FixtureRequest) -> Iterator[Callable[..., Trace]
     Compare the result with syrupy's ``snapshot``: ``assert model_trace(net, x) == snapshot``.
     ``stats`` and ``depth`` default to ``--lens-stats`` and ``--lens-depth`` (or their ini keys);
     ``leaf_modules`` and ``flops`` are :func:`pytest_modellens.trace`'s.
-    torch's RNGs are seeded (``--lens-seed``, default 0) before the test body runs, so
+    torch's, NumPy's and Python's RNGs are seeded (``--lens-seed``, default 0) before the test body runs, so
     weights made in the test are the same on every run, and restored afterwards.
     """
     from .tracer import seeded, trace
