@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The transformers catalogue (tests/test_catalogue.py, marker `catalogue`): a fixed sample by
-# default (CI, about 1 minute), every architecture with LENS_CATALOGUE=all (about 30 minutes on
+# default (CI, about 40 s), every architecture with LENS_CATALOGUE=all (about 5 minutes on
 # 2 cores). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
