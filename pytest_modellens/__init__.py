@@ -12,7 +12,14 @@ from typing import Any
 
 from .canonical import SCHEMA, loads
 from .changes import Change, ChangeKind
-from .errors import ModelLensError, NodeNotFoundError, RenderError, SnapshotFormatError, TraceError
+from .errors import (
+    ModelLensError,
+    ModelStateWarning,
+    NodeNotFoundError,
+    RenderError,
+    SnapshotFormatError,
+    TraceError,
+)
 from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
 
 __all__ = [
@@ -20,6 +27,7 @@ __all__ = [
     "Change",
     "ChangeKind",
     "ModelLensError",
+    "ModelStateWarning",
     "ModuleInfo",
     "Node",
     "NodeKind",

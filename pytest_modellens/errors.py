@@ -1,4 +1,4 @@
-"""The exception types users may catch."""
+"""The exception and warning types users may catch or filter."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ class SnapshotFormatError(ModelLensError):
 
 class RenderError(ModelLensError):
     """A picture could not be drawn."""
+
+
+class ModelStateWarning(UserWarning):
+    """A trace put the model's tensors back, but the forward changed something it cannot reach."""
 
 
 class NodeNotFoundError(ModelLensError, KeyError):

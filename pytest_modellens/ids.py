@@ -83,6 +83,11 @@ def op_id(scope_: str, op: str, n: int) -> str:
     return f"{scope_}/{name}" if scope_ else name
 
 
+def in_scope(scope_: str, name: str) -> str:
+    """The id of the op or condition named ``op[:n]`` in ``scope_`` (the inverse of :func:`split_op_id`)."""
+    return f"{scope_}/{name}" if scope_ else name
+
+
 def split_op_id(node_id: str) -> tuple[str, str]:
     """``(scope, op[:n])`` of an op or condition id; the scope is ``""`` at the root."""
     scope_, _, name = node_id.rpartition("/")

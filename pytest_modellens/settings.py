@@ -156,7 +156,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--lens-seed",
         type=_seed,
         metavar="N",
-        help="seed of torch's RNGs in tests using model_trace (default 0)",
+        help="seed of torch's, NumPy's and Python's RNGs in tests using model_trace (default 0)",
     )
     group.addoption(
         "--lens-pictures",
@@ -199,7 +199,9 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("lens_rtol", "relative tolerance of activation statistics", default=str(Tolerance().rtol))
     parser.addini("lens_atol", "absolute tolerance of activation statistics", default=str(Tolerance().atol))
-    parser.addini("lens_seed", "seed of torch's RNGs in tests using model_trace", default="0")
+    parser.addini(
+        "lens_seed", "seed of torch's, NumPy's and Python's RNGs in tests using model_trace", default="0"
+    )
     parser.addini(
         "lens_pictures", "draw every traced model into the artifacts directory (true/false)", default="false"
     )

@@ -104,3 +104,30 @@ def _resident_kib(field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise AssertionError(f"no {field} in /proc/self/status on {sys.platform}")
+
+
+class ReadsValues(nn.Module):
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.op = op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        if self.op == "item":
+            return y * y.sum().item()
+        return y[torch.nonzero(y > 0)[:, 0]]
+
+
+@pytest.mark.parametrize("op", ["item", "nonzero"])
+def test_a_forward_that_needs_values_on_meta_fails_naming_the_op(op: str) -> None:
+    with torch.device("meta"):
+        model, x = ReadsValues(op), torch.zeros(2, 4)
+
+    with pytest.raises(lens.TraceError) as raised:
+        lens.trace(model, x)
+
+    message = str(raised.value)
+    assert f"in the operation {op!r} of <root>" in message
+    assert "tracing on meta needs a data-independent forward" in message
+    assert "trace this model on a real device" in message

@@ -19,6 +19,9 @@ from unchanged import assert_unchanged, observe
 
 import pytest_modellens as lens
 
+# Forwards here write their parameters on purpose; that they are warned of is tested in test_warmup.py.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest_modellens.ModelStateWarning")
+
 
 class Writes(nn.Module):
     """A Linear and two buffers, and a forward that does ``write`` to them before it runs."""

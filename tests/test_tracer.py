@@ -234,6 +234,7 @@ def test_inputs_written_in_place_are_put_back_after_their_statistics_are_taken()
     )  # as left by forward
 
 
+@pytest.mark.filterwarnings("ignore::pytest_modellens.ModelStateWarning")
 def test_parameters_written_in_place_are_put_back() -> None:
     def forward(self: nn.Module, x: Tensor) -> Tensor:
         self.fc.weight.mul_(0)

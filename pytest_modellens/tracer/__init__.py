@@ -6,7 +6,11 @@ The only package that imports torch. Its modules:
 - :mod:`.describe`: torch values turned into plain, deterministic data;
 - :mod:`.modules`: the module tree walked once, the inputs named, the module and parameter tables;
 - :mod:`.state`: what a forward may change, saved and put back; the fixture's seeding;
-- :mod:`.flops`: the opt-in FLOP count, torch's ``FlopCounterMode`` attributed to each node.
+- :mod:`.flops`: the opt-in FLOP count, torch's ``FlopCounterMode`` attributed to each node;
+- :mod:`.warmup`: the untraced forward before the traced one, so first-call caches do not show;
+- :mod:`.constructs`: ``torch.vmap`` and ``torch.cond`` as a trace shows them.
+- :mod:`.writes`: what an operation writes, saved before and, through a view, rebound after;
+- :mod:`.order`: interchangeable module calls in one order, whatever order the forward ran them in;
 """
 
 from __future__ import annotations
@@ -23,14 +27,18 @@ from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
-from ..errors import TraceError
+from .. import ids
+from ..errors import ModelStateWarning, TraceError
 from ..granularity import check_depth, collapse
 from ..trace import Tolerance, Trace
+from . import constructs
 from .describe import flatten
 from .flops import FlopRecorder, with_module_flops
 from .modules import ModuleTree, bind_inputs, module_table, param_table
+from .order import canonical_calls
 from .recorder import _EXIT_HOOK_OPTIONS, _FUNCTION_APPLY, Recorder
 from .state import ModelState, grad_mode, seeded
+from .warmup import warm_up
 
 __all__ = ["seeded", "trace"]
 
@@ -66,6 +74,7 @@ def _tracing(recorder: Recorder, state: ModelState, *, grad: bool) -> Iterator[N
             lambda cls, *args, **kwargs: recorder.apply_function(cls, args, kwargs)
         )
         scope.callback(setattr, torch.autograd.Function, "apply", _FUNCTION_APPLY)
+        scope.enter_context(constructs.patched())
         yield
 
 
@@ -117,6 +126,7 @@ def trace(
     depth: int | None = None,
     leaf_modules: Iterable[type | str] = (),
     flops: bool = False,
+    warmup: bool = True,
     **kwargs: Any,
 ) -> Trace:
     """Run ``model(*args, **kwargs)`` once and return the record of every tensor operation.
@@ -131,6 +141,10 @@ def trace(
     under ``torch.no_grad()`` (and eagerly, for a ``torch.compile``-d model); ``grad=True``
     runs it with autograd on, for a forward that differentiates (``torch.autograd.grad``
     inside). The model and the inputs are left exactly as they were, even if the forward raises.
+
+    The traced forward comes after an untraced one (``warmup=False`` skips it), with the
+    model and the RNGs put back in between, so what a forward caches on its first call does
+    not make the first trace of a model differ from later ones (see :mod:`.warmup`).
     """
     if not isinstance(model, nn.Module):
         raise TraceError(
@@ -156,6 +170,10 @@ def trace(
         )
 
     leaves = _leaf_paths(tree, leaf_modules, type(model).__name__)
+    if warmup:
+        changed = warm_up(model, args, kwargs, tree=tree, inputs=[t for _, t in input_tensors], grad=grad)
+        if changed:
+            raise TraceError(_unrestorable(model, changed))
     state = ModelState(tree, [t for _, t in input_tensors], grad=grad)
     recorder_class = FlopRecorder if flops else Recorder
     recorder = recorder_class(tree, stats=stats, guard=state.guard)
@@ -166,25 +184,16 @@ def trace(
                 result = model(*args, **kwargs)
             # Before anything is put back: an output may be an input written in place.
             outputs_desc = recorder.add_outputs(result)
+            written = state.written_parameters()
         except Exception as error:
-            ops = [node.node_id for node in recorder.nodes if node.kind.in_forward]
-            where = f"last operation traced: {ops[-1]}" if ops else "before its first operation"
-            hint = ""
-            if not grad and "does not require grad" in str(error):
-                hint = "; it differentiates inside forward: trace it with grad=True (model_trace(..., grad=True))"
-            raise TraceError(
-                f"the forward pass of {type(model).__name__} raised {type(error).__name__}: {error} "
-                f"({where}); the model was left unchanged{hint}"
-            ) from error
+            raise TraceError(_failure(model, error, recorder, tree, input_tensors, grad=grad)) from error
     changed = state.unrestorable()
     if changed:
-        raise TraceError(
-            f"the forward pass of {type(model).__name__} changed {len(changed)} parameter(s) or buffer(s) "
-            "in place inside an operation the tracer cannot see into (a native kernel), so they could "
-            "not be put back; avoid writing the model during forward"
-        )
+        raise TraceError(_unrestorable(model, changed))
+    if written:
+        _warn_parameters_written(model, written, recorder)
 
-    nodes = recorder.nodes
+    nodes = canonical_calls(recorder.nodes, recorder.call_parents)
     modules = module_table(model, foreign=recorder.foreign, calls=recorder.calls)
     if isinstance(recorder, FlopRecorder):
         nodes = recorder.counted(nodes)
@@ -199,3 +208,58 @@ def trace(
         tolerance=tolerance,
     )
     return collapse(op_level, parents=recorder.call_parents, depth=depth, leaves=leaves)
+
+
+def _failure(
+    model: nn.Module,
+    error: Exception,
+    recorder: Recorder,
+    tree: ModuleTree,
+    inputs: list[tuple[str, Tensor]],
+    *,
+    grad: bool,
+) -> str:
+    """What a forward that raised under the tracer says: the error, the op and module, the way out."""
+    name = type(model).__name__
+    ops = [node.node_id for node in recorder.nodes if node.kind.in_forward]
+    where = f"last operation traced: {ops[-1]}" if ops else "before its first operation"
+    hint = ""
+    if recorder.failed is not None:
+        scope, op = recorder.failed
+        where = f"in the operation {op!r} of {ids.shown(ids.scope_path(scope))}; {where}"
+        on_meta = any(t.is_meta for _, t in inputs) or any(p.is_meta for _, p in tree.params)
+        if on_meta:
+            hint = (
+                f"; on the meta device tensors have shapes but no values, and {op!r} needs values: "
+                "tracing on meta needs a data-independent forward (no .item(), nonzero, tensor-valued "
+                "if, copies to the CPU); trace this model on a real device instead"
+            )
+    if not grad and "does not require grad" in str(error):
+        hint = "; it differentiates inside forward: trace it with grad=True (model_trace(..., grad=True))"
+    return (
+        f"the forward pass of {name} raised {type(error).__name__}: {error} ({where}); "
+        f"the model was left unchanged{hint}"
+    )
+
+
+def _unrestorable(model: nn.Module, changed: list[Tensor]) -> str:
+    return (
+        f"the forward pass of {type(model).__name__} changed {len(changed)} parameter(s) or buffer(s) "
+        "in place inside an operation the tracer cannot see into (a native kernel), so they could "
+        "not be put back; avoid writing the model during forward"
+    )
+
+
+def _warn_parameters_written(model: nn.Module, written: list[Tensor], recorder: Recorder) -> None:
+    """Say so when the forward wrote parameters: they are put back, what it remembers of it is not."""
+    names = [recorder.named[id(p)][0] for p in written]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    warnings.warn(
+        ModelStateWarning(
+            f"the forward pass of {type(model).__name__} wrote {len(names)} parameter(s) in place "
+            f"({shown}); the trace put their values back, but not what the model's own code may "
+            "remember of the write (a flag such as 'weights rescaled'), so later forwards of this "
+            "model may differ from those of a model never traced"
+        ),
+        stacklevel=3,
+    )

@@ -23,9 +23,9 @@ What the mode cannot see inside, it records from the outside:
 Python branching on tensor values (``__bool__``, ``torch.equal``, ``torch.allclose``)
 becomes a ``condition`` node whose ``result`` argument says which way it went. Inputs and
 outputs are named by argument, key, field or attribute (``past_key_values.layers.0.keys``
-for the tensors a Hugging Face cache object holds). Known limits: writing through a view
-rebinds the view, not the tensor it views; the per-sample ops inside ``torch.vmap`` read
-as constants; ``torch.cond`` is not supported.
+for the tensors a Hugging Face cache object holds). A write through a view is a write of
+the tensor it views too (:mod:`.writes`); ``torch.vmap`` and ``torch.cond`` show as
+:mod:`.constructs` says.
 
 The handler below runs inside every operation of the forward, so it is kept lean:
 names are cached per function, and tensors are tracked by ``id`` with a weak
@@ -53,6 +53,8 @@ from ..trace import Node, NodeKind, Stats
 from .describe import compute_stats, describe, flatten, op_name, spec_of, tensors_in
 from .modules import ModuleTree
 from .state import WriteGuard
+from .writes import WRITES_ARGUMENTS as _WRITES_ARGUMENTS
+from .writes import rebind_bases, save_before_write
 
 #: Operations that turn tensor values into a Python bool: the forward branches on data.
 _CONDITION_OPS = frozenset({"bool", "equal", "allclose", "is_nonzero", "contains"})
@@ -60,8 +62,6 @@ _CONDITION_OPS = frozenset({"bool", "equal", "allclose", "is_nonzero", "contains
 _UNINITIALIZED_OPS = frozenset(
     {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "empty_permuted"}
 )
-#: Operations that write tensors they are given besides their first (running statistics).
-_WRITES_ARGUMENTS = frozenset({"batch_norm", "instance_norm"})
 _FUNCTION_APPLY = torch.autograd.Function.__dict__["apply"]
 #: The exit hook reads keyword arguments too, where this torch can pass them.
 _EXIT_HOOK_OPTIONS = {"always_call": True} | (
@@ -98,6 +98,8 @@ class Recorder(TorchFunctionMode):
         self.call_parents: dict[str, str] = {}
         self.op_counts: dict[tuple[str, str], int] = {}
         self.nodes: list[Node] = []
+        #: ``(scope, op)`` of the operation that raised, when one did.
+        self.failed: tuple[str, str] | None = None
 
     def _name_tensors(self, tree: ModuleTree) -> None:
         """Name parameters and buffers (a shared one once, under its first name)."""
@@ -167,6 +169,8 @@ class Recorder(TorchFunctionMode):
         return path
 
     def enter_module(self, module: nn.Module, args: Any) -> None:
+        if not torch._C._is_torch_function_mode_enabled():
+            return  # a module run inside an operation (torch.vmap's): part of that operation
         if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
             # What the module's own pre-hook would do next, out of the trace: making the
             # parameters is not part of the forward a snapshot should show.
@@ -184,6 +188,8 @@ class Recorder(TorchFunctionMode):
         # Called as (module, args, kwargs, output), or as (module, args, None) when the
         # forward raised; then a module deeper down may have raised without its exit,
         # so scopes are popped down to this module's own.
+        if not torch._C._is_torch_function_mode_enabled():
+            return
         output = rest[-1]
         if output is not None:
             self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
@@ -255,14 +261,19 @@ class Recorder(TorchFunctionMode):
         if kwargs is None:
             kwargs = {}
         op = op_name(func)
-        if (
+        writes = (
             op[-1] == "_"
             or op == "setitem"
             or (kwargs and ("out" in kwargs or kwargs.get("inplace") is True))
             or op in _WRITES_ARGUMENTS
-        ):
-            self._save_before_write(op, args, kwargs)
-        result = func(*args, **kwargs)
+        )
+        if writes:
+            save_before_write(self.guard, op, args, kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except Exception:
+            self.failed = (self.scopes[-1], op)  # for the error: where the forward stopped
+            raise
 
         if isinstance(result, Tensor):
             outputs = [result]
@@ -295,6 +306,8 @@ class Recorder(TorchFunctionMode):
             elif key[0] != "_":  # private knobs such as log_softmax's `_stacklevel`
                 self._take(key, value, inputs, described)
         self._record(op, inputs, described, outputs)
+        if writes:
+            rebind_bases(self, op, args, kwargs)
         return result
 
     def _take(self, key: str, value: Any, inputs: list[str], described: list[tuple[str, Any]]) -> None:
@@ -306,17 +319,6 @@ class Recorder(TorchFunctionMode):
                 if all(isinstance(v, Tensor) for v in value):
                     return  # torch.cat([a, b]): the inputs list says it all
         described.append((key, "<device>" if key == "device" else describe(value)))
-
-    def _save_before_write(self, op: str, args: Any, kwargs: Any) -> None:
-        """Let the guard copy a model tensor (or input) the operation is about to write."""
-        if op in _WRITES_ARGUMENTS:  # batch_norm(input, running_mean, running_var, ...)
-            written = tensors_in(args[1:], tensors_in(kwargs.values(), []))
-        elif kwargs and "out" in kwargs:
-            written = tensors_in((kwargs["out"],), [])
-        else:  # the tensor written is the first one given: x.add_(1), nn.init.normal_(tensor=w)
-            written = tensors_in(args, [])[:1] or tensors_in(kwargs.values(), [])[:1]
-        for target in written:
-            self.guard.before_write(target)
 
     # -- custom autograd Functions -----------------------------------------------------
 

@@ -119,6 +119,15 @@ class ModelState:
                 module.training = training
         self.rng.restore()
 
+    def written_parameters(self) -> list[Tensor]:
+        """Parameters whose values the forward changed (call it before :meth:`restore`)."""
+        saved = self.guard.saved
+        with torch._C.DisableTorchFunction():
+            return [
+                p for p, _, _ in self.grads
+                if id(p) in saved and not p.is_meta and not torch.equal(p.detach(), saved[id(p)][1])
+            ]  # fmt: skip
+
     def unrestorable(self) -> list[Tensor]:
         """Model tensors changed in place by code the tracer could not see into (native kernels)."""
         saved = self.guard.saved

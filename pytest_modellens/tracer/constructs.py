@@ -1,0 +1,76 @@
+"""``torch.vmap`` and ``torch.cond`` while tracing: what each looks like in the trace, and why.
+
+Both are patched for the duration of a trace (and put back after it) where user code calls
+them, ``torch.vmap`` / ``torch.func.vmap`` and ``torch.cond``:
+
+- ``torch.vmap(f)(x)`` is one operation named ``vmap``, reading the tensors it is given and
+  returning what ``f`` returned for the whole batch. Its insides run on functorch's batched
+  tensors, whose per-sample ops have neither the shapes nor the identities of the tensors the
+  rest of the trace holds (traced one by one, they read as constants): hidden, as those of a
+  custom autograd Function are.
+- ``torch.cond(pred, true_fn, false_fn, operands)`` runs eagerly as the ``if`` it stands for:
+  ``pred`` decides (a ``condition`` node when it is a tensor, as for ``if x.sum() > 0``), then
+  the chosen branch's operations are traced like any others. Unpatched, ``torch.cond`` compiles
+  its branches with dynamo, which cannot run under the tracer's mode.
+
+``vmap`` bound at import time (``from torch import vmap``) escapes the patch: its per-sample ops
+still read as constants.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import torch
+import torch.func
+from torch.overrides import handle_torch_function
+
+from .describe import tensors_in
+
+_VMAP = torch.func.vmap
+_COND = torch.cond
+
+
+def vmap(*args: Any, _vmapped: Callable[..., Any], **kwargs: Any) -> Any:
+    """The traced operation a vmapped call is: named ``vmap``, its insides untraced."""
+    return _vmapped(*args, **kwargs)
+
+
+def _traced_vmap(func: Callable[..., Any], *options: Any, **named: Any) -> Callable[..., Any]:
+    vmapped = _VMAP(func, *options, **named)
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not torch._C._is_torch_function_mode_enabled():  # inside an operation: nothing to record
+            return vmapped(*args, **kwargs)
+        tensors = tensors_in(args, tensors_in(kwargs.values(), []))
+        # `_vmapped` starts with `_`: the recorder leaves it out of the node's arguments.
+        return handle_torch_function(vmap, tensors, *args, _vmapped=vmapped, **kwargs)
+
+    return run
+
+
+def _eager_cond(
+    pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: Any = (), *rest: Any
+) -> Any:
+    if not torch._C._is_torch_function_mode_enabled():
+        return _COND(pred, true_fn, false_fn, operands, *rest)
+    branch = true_fn if bool(pred) else false_fn  # bool(tensor): the trace's condition node
+    return branch(*operands)
+
+
+@contextmanager
+def patched() -> Iterator[None]:
+    """``torch.vmap``, ``torch.func.vmap`` and ``torch.cond`` as the trace shows them, put back after."""
+    with ExitStack() as scope:
+        for owner, name, replacement in (
+            (torch, "vmap", _traced_vmap),
+            (torch.func, "vmap", _traced_vmap),
+            (torch, "cond", _eager_cond),
+        ):
+            scope.callback(setattr, owner, name, getattr(owner, name))
+            setattr(owner, name, replacement)
+        yield

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The transformers catalogue (tests/test_catalogue.py, marker `catalogue`): a fixed sample by
+# default (CI, about 40 s), every architecture with LENS_CATALOGUE=all (about 5 minutes on
+# 2 cores). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest tests/test_catalogue.py -m catalogue -n 0 -q -rfs "$@"

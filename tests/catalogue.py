@@ -1,0 +1,311 @@
+"""Every architecture of the installed ``transformers``, built from a tiny config derived from its own.
+
+No hand-written configs: each ``model_type``'s config class is instantiated with its defaults,
+then every size it holds is shrunk by what its field is named (layers to 2, heads to 2, widths
+to 32, feed-forward widths to 64, vocabularies to the smallest that fits the config's token
+ids, images to 32 pixels...), lists of per-layer settings cut to the new depth keeping each
+distinct value, and the config built again from the result so its own checks and derived
+fields run. The model class is the base model where there is one, else the first task class
+(mappings in alphabetical order). Inputs are made from the forward's signature and the config.
+Nothing is downloaded.
+
+``build(model_type)`` gives ``(model, kwargs)`` or raises :class:`NotBuilt` saying why.
+Everything is seeded, so a build is the same in every process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import io
+import re
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+BATCH = 2
+SEQUENCE = 8
+IMAGE = 32
+WIDTH = 32
+FEED_FORWARD = 64
+HEAD_DIM = 16
+#: The model classes that make inputs for themselves or need a runtime the catalogue has not.
+NOT_MODELS = frozenset({"encoder-decoder", "vision-encoder-decoder", "speech-encoder-decoder"})
+
+
+class NotBuilt(Exception):
+    """An architecture the catalogue could not build or give inputs to (not a tracer problem)."""
+
+
+# -- which class each model type is built with -------------------------------------------
+
+
+def _mappings() -> dict[str, str]:
+    from transformers.models.auto import modeling_auto
+
+    names = sorted(
+        n for n in dir(modeling_auto) if n.startswith("MODEL_FOR_") and n.endswith("_MAPPING_NAMES")
+    )
+    chosen = dict(modeling_auto.MODEL_MAPPING_NAMES)
+    for name in names:
+        for model_type, class_name in getattr(modeling_auto, name).items():
+            chosen.setdefault(model_type, class_name)
+    return {t: c if isinstance(c, str) else c[0] for t, c in chosen.items()}
+
+
+def architectures() -> list[str]:
+    """Every model type with a config and a model class, sorted."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    models = _mappings()
+    return sorted(t for t in CONFIG_MAPPING_NAMES if t in models and t not in NOT_MODELS)
+
+
+# -- tiny configs -------------------------------------------------------------------------
+
+_LAYERS = re.compile(
+    r"(^|_)(num_)?(hidden_|encoder_|decoder_|text_|vision_)?(layers|layer|blocks)$|^n_layers?$|depth$"
+)
+_HEADS = re.compile(r"heads?$|^n_head")
+_HEAD_DIM = re.compile(r"head_dim$|^d_kv$|^kv_channels$|head_size$|_head_dim$")
+_FEED_FORWARD = re.compile(r"intermediate|ffn|^d_ff$|^n_inner$|mlp_dim|_ff_|^ff_|dim_feedforward")
+_WIDTH = re.compile(
+    r"hidden_size|^d_model$|^n_embd$|embed_dim|^dim$|hidden_dim|projection_dim|embedding_size|"
+    r"^d_inner$|_dim$|_size$|channels$|^hidden_sizes$"
+)
+_KEEP = re.compile(
+    r"token|_id$|_ids$|index|num_labels|num_channels|in_channels|out_channels|patch|kernel|stride|"
+    r"window|position|max_|batch|sampling_rate|sample_rate|mel|feature_size|image_size|vocab|chunk|"
+    r"bucket|codebook|label|class|pad|group|dilation|num_frames|frames|length|rank|scale|ratio|"
+    r"factor|rope|seed|bins|query"
+)
+#: Fields a config derives from the sizes: left out, so that it derives them from the tiny ones.
+_DERIVED = frozenset({"out_features", "out_indices", "stage_names"})
+_EXPERTS = re.compile(r"experts$")
+_TOP_K = re.compile(r"experts_per_tok|top_k|topk|num_selected")
+
+
+def _small(key: str, value: int) -> int:
+    """The tiny size for an int field, by its name; the value itself where none applies."""
+    if value <= 1:
+        return value
+    if _TOP_K.search(key):
+        return min(value, 2)
+    if _EXPERTS.search(key):
+        return min(value, 4)
+    if _LAYERS.search(key):
+        return min(value, 2)
+    if _HEAD_DIM.search(key):
+        return min(value, HEAD_DIM)
+    if "key_value_heads" in key or key in {"num_kv_heads", "n_kv_heads"}:
+        return min(value, 1)
+    if _HEADS.search(key):
+        return min(value, 2)
+    if key.startswith("vocab") or key.endswith("vocab_size"):
+        return value  # set after, from the token ids
+    if key in {"image_size", "img_size", "input_size"}:
+        return min(value, IMAGE)
+    if key in {"max_position_embeddings", "n_positions", "max_source_positions", "max_target_positions"}:
+        return min(value, 64)
+    if _KEEP.search(key):
+        return value
+    if _FEED_FORWARD.search(key):
+        return min(value, FEED_FORWARD)
+    if _WIDTH.search(key):
+        return min(value, WIDTH)
+    return value
+
+
+def _layer_list(values: list[Any], length: int) -> list[Any]:
+    """A per-layer list cut to ``length``, each distinct value kept while there is room."""
+    firsts = []
+    for value in values:
+        if value not in firsts:
+            firsts.append(value)
+    kept = firsts[:length]
+    return kept + values[len(kept) : len(kept) + length - len(kept)] if len(kept) < length else kept
+
+
+def _shrink(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (sub-configs as dicts) with every size made tiny."""
+    out: dict[str, Any] = {}
+    layer_counts = {}
+    for key, value in data.items():
+        if key in _DERIVED:
+            continue
+        if isinstance(value, bool) or key.startswith("_") or key in {"id2label", "label2id"}:
+            out[key] = value
+        elif isinstance(value, int):
+            out[key] = _small(key, value)
+            if _LAYERS.search(key) and out[key] != value:
+                layer_counts[value] = out[key]
+        elif isinstance(value, dict) and ("model_type" in value or any(k.endswith("_size") for k in value)):
+            out[key] = _shrink(value)
+        elif (
+            isinstance(value, list)
+            and value
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
+            if _LAYERS.search(key) or key in {"depths", "layers"}:
+                out[key] = [min(v, 1) for v in value]
+            elif _HEADS.search(key):
+                out[key] = [min(v, 2) for v in value]
+            elif _WIDTH.search(key) and not _KEEP.search(key) and max(value) > WIDTH:
+                factor = max(value) // WIDTH
+                out[key] = [max(2, v // factor) for v in value]
+            else:
+                out[key] = value
+        else:
+            out[key] = value
+    for key, value in list(out.items()):  # per-layer lists follow the new depth
+        if isinstance(value, list) and len(value) in layer_counts and key != "depths":
+            out[key] = _layer_list(value, layer_counts[len(value)])
+    token_ids = [
+        v for k, v in out.items()
+        if isinstance(v, int) and not isinstance(v, bool) and ("token" in k or k.endswith("_id")) and v >= 0
+    ]  # fmt: skip
+    for key, value in out.items():
+        if isinstance(value, int) and (key.startswith("vocab") or key.endswith("vocab_size")) and value > 128:
+            out[key] = max([128, *(t + 1 for t in token_ids if t < value)])
+    return out
+
+
+def tiny_config(model_type: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        with _quiet():
+            default = AutoConfig.for_model(model_type)
+            data = _shrink(default.to_dict())
+            data.pop("model_type", None)
+            data.pop("transformers_version", None)
+            config = type(default).from_dict(data)
+    except Exception as error:  # noqa: BLE001 - any config that will not shrink is not built
+        raise NotBuilt(f"config: {type(error).__name__}: {_short(error)}") from None
+    for name in ("use_cache", "return_dict"):
+        if hasattr(config, name):
+            setattr(config, name, name == "return_dict")
+    config._attn_implementation = "eager"
+    return config
+
+
+# -- models and inputs --------------------------------------------------------------------
+
+
+def _model_class(model_type: str) -> type:
+    import transformers
+
+    name = _mappings()[model_type]
+    cls = getattr(transformers, name, None)
+    if cls is None:
+        raise NotBuilt(f"model class {name} is not importable")
+    return cls
+
+
+def _sub(config: Any, *names: str) -> list[Any]:
+    """The config and its sub-configs, where each named field may be found."""
+    found = [config]
+    for attribute in ("vision_config", "text_config", "audio_config", "encoder_config", "backbone_config"):
+        sub = getattr(config, attribute, None)
+        if sub is not None and not isinstance(sub, dict):
+            found.append(sub)
+    return found
+
+
+def _field(config: Any, name: str, default: Any) -> Any:
+    for holder in _sub(config):
+        value = getattr(holder, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def _inputs(model: Any, config: Any) -> dict[str, Any]:
+    """Inputs for the forward, made from its signature and the config."""
+    parameters = inspect.signature(model.forward).parameters
+    main = getattr(model, "main_input_name", "input_ids")
+    vocab = _field(config, "vocab_size", 64)
+    low, high = (3, min(vocab, 64)) if vocab > 8 else (0, vocab)
+    image = _field(config, "image_size", IMAGE)
+    image = image[0] if isinstance(image, (list, tuple)) else image
+    channels = _field(config, "num_channels", 3)
+    kwargs: dict[str, Any] = {}
+    if main == "input_ids" or "input_ids" in parameters and main not in parameters:
+        kwargs["input_ids"] = torch.randint(low, high, (BATCH, SEQUENCE))
+    elif main == "pixel_values":
+        kwargs["pixel_values"] = torch.randn(BATCH, channels, image, image)
+    elif main == "input_values":
+        kwargs["input_values"] = torch.randn(BATCH, 1600)
+    elif main == "input_features":
+        bins = _field(config, "num_mel_bins", None) or _field(config, "feature_size", 80)
+        frames = 2 * _field(config, "max_source_positions", 32)
+        kwargs["input_features"] = torch.randn(BATCH, bins, frames)
+    elif main in parameters:
+        raise NotBuilt(f"no recipe for inputs named {main!r}")
+    if "pixel_values" in parameters and "pixel_values" not in kwargs and "input_ids" not in kwargs:
+        kwargs["pixel_values"] = torch.randn(BATCH, channels, image, image)
+    if "input_ids" in kwargs and "attention_mask" in parameters:
+        kwargs["attention_mask"] = torch.ones(BATCH, SEQUENCE, dtype=torch.long)
+    if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in parameters:
+        kwargs["decoder_input_ids"] = torch.randint(low, high, (BATCH, 4))
+    if "use_cache" in parameters:
+        kwargs["use_cache"] = False
+    if not kwargs:
+        raise NotBuilt("no input the catalogue knows how to make")
+    return kwargs
+
+
+def build(model_type: str, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """``(model in eval mode, forward kwargs)`` for ``model_type``, seeded, on ``device``."""
+    config = tiny_config(model_type)
+    cls = _model_class(model_type)
+    torch.manual_seed(0)
+    try:
+        with _quiet(), torch.device(device):
+            model = cls(copy.deepcopy(config)).eval()
+    except Exception as error:  # noqa: BLE001
+        raise NotBuilt(f"model: {type(error).__name__}: {_short(error)}") from None
+    torch.manual_seed(1)
+    kwargs = _inputs(model, config)
+    if device != "cpu":
+        kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    return model, kwargs
+
+
+def plain_forward(model: Any, kwargs: dict[str, Any]) -> str | None:
+    """Why the untraced forward fails, or None when it runs (the model's state put back after)."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        with torch.no_grad(), _quiet():
+            model(**kwargs)
+    except Exception as error:  # noqa: BLE001
+        return f"{type(error).__name__}: {_short(error)}"
+    finally:
+        model.load_state_dict(state, strict=False)
+    return None
+
+
+def _short(error: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """transformers' warnings and prints, which say nothing about the tracer."""
+    import transformers
+
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+Factory = Callable[[], tuple[Any, dict[str, Any]]]

@@ -1,0 +1,128 @@
+"""The transformers catalogue: every architecture traces, deterministically and without side effects.
+
+Deselected by default (marker ``catalogue``). ``pytest tests/test_catalogue.py -m catalogue -n 0``
+runs the fixed sample below (CI); with ``LENS_CATALOGUE=all`` every architecture the installed
+transformers has (README: the command and its last counts). Each architecture is built from a
+tiny config derived from its own (:mod:`catalogue`). One that cannot be built, or whose plain
+forward does not run, is skipped with the reason; a failure names the architecture and the cause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from unchanged import assert_unchanged, observe
+
+import pytest_modellens as lens
+
+catalogue = pytest.importorskip("catalogue")
+pytest.importorskip("transformers")
+
+pytestmark = [pytest.mark.catalogue, pytest.mark.filterwarnings("ignore")]
+
+#: A fixed sample: the architectures each defect was first seen on, then the common families.
+SAMPLE = (
+    "olmo3", "modernbert", "gemma3_text", "dinov3_vit", "levit", "big_bird", "ibert", "rwkv",
+    "bert", "gpt2", "llama", "t5", "bart", "vit", "deit", "whisper", "wav2vec2", "mixtral",
+    "mistral", "qwen2", "resnet", "convnext", "mamba", "distilbert", "roberta",
+)  # fmt: skip
+#: Two hash seeds under which ``{"full_attention", "sliding_attention"}`` iterates in both
+#: orders: a forward that loops over ``set(config.layer_types)`` runs its work in each.
+HASH_SEEDS = ("0", "1")
+
+DUMP = """
+import hashlib, json, sys, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, sys.argv[1])
+import catalogue, pytest_modellens as lens
+for name in sys.argv[2:]:
+    try:
+        model, kwargs = catalogue.build(name)
+        text = lens.trace(model, **kwargs).dumps()
+        result = hashlib.sha256(text.encode()).hexdigest()
+    except Exception as error:
+        result = f"error: {type(error).__name__}"
+    print(json.dumps([name, result]), flush=True)
+"""
+
+
+def _selected() -> list[str]:
+    every = catalogue.architectures()
+    if os.environ.get("LENS_CATALOGUE") == "all":
+        return every
+    return [name for name in SAMPLE if name in every]
+
+
+@pytest.fixture(scope="module")
+def dumps_by_seed() -> dict[str, dict[str, str]]:
+    """The snapshot digest of each selected architecture, in one process per hash seed."""
+    names = _selected()
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DUMP, str(Path(__file__).parent), *names],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        for seed in HASH_SEEDS
+    ]
+    found = {}
+    for seed, run in zip(HASH_SEEDS, runs):
+        out, _ = run.communicate(timeout=3600)
+        found[seed] = dict(json.loads(line) for line in out.splitlines() if line.startswith("["))
+    return found
+
+
+def _build(name: str, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    try:
+        return catalogue.build(name, device)
+    except catalogue.NotBuilt as error:
+        pytest.skip(f"not built: {error}")
+
+
+@pytest.mark.parametrize("name", _selected())
+def test_architecture(name: str, dumps_by_seed: dict[str, dict[str, str]]) -> None:
+    model, kwargs = _build(name)
+    before = observe(model, kwargs)
+    try:
+        first = lens.trace(model, **kwargs).dumps()
+    except lens.TraceError as error:
+        why = catalogue.plain_forward(model, kwargs)
+        if why is not None:
+            pytest.skip(f"plain forward fails: {why}")
+        raise AssertionError(f"{name}: the plain forward runs, the trace fails: {error}") from None
+    assert_unchanged(before, observe(model, kwargs), f"{name}: the first trace")
+    again = lens.trace(model, **kwargs).dumps()
+    assert again == first, f"{name}: the second trace in one process differs from the first"
+    assert_unchanged(before, observe(model, kwargs), f"{name}: the second trace")
+
+    digests = {seed: dumps_by_seed[seed].get(name) for seed in HASH_SEEDS}
+    assert len(set(digests.values())) == 1, f"{name}: snapshots differ between hash seeds {digests}"
+    assert digests[HASH_SEEDS[0]] == hashlib.sha256(first.encode()).hexdigest(), (
+        f"{name}: the snapshot in a fresh process differs from this one's"
+    )
+    _check_meta(name, first)
+
+
+def _check_meta(name: str, on_cpu: str) -> None:
+    """On meta: the CPU snapshot where the plain meta forward runs, else an error naming the op."""
+    try:
+        model, kwargs = catalogue.build(name, "meta")
+    except (catalogue.NotBuilt, pytest.skip.Exception):
+        return
+    if catalogue.plain_forward(model, kwargs) is None:
+        assert lens.trace(model, **kwargs).dumps() == on_cpu, (
+            f"{name}: the meta snapshot differs from the CPU one"
+        )
+        return
+    with pytest.raises(lens.TraceError) as raised:
+        lens.trace(model, **kwargs)
+    assert "in the operation" in str(raised.value), f"{name}: the meta failure names no op: {raised.value}"
