@@ -19,10 +19,13 @@ Dumping, loading and dumping again gives the same bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 from . import ids
 from .errors import SnapshotFormatError
+from .gcpause import gc_paused
 from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
 
 SCHEMA = "pytest-modellens/1"
@@ -46,13 +49,18 @@ def _out(specs: tuple[TensorSpec, ...]) -> str | list[str]:
     return str(specs[0]) if len(specs) == 1 else [str(s) for s in specs]
 
 
+_OP, _CONDITION = NodeKind.OP, NodeKind.CONDITION
+
+
 def _node_data(node: Node) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     kind = node.kind
-    if kind is not NodeKind.OP:
-        entry["kind"] = kind.value
-    if kind.in_forward:
+    if kind is _OP:
         entry["op"] = node.op
+    else:
+        entry["kind"] = kind.value
+        if kind is _CONDITION:
+            entry["op"] = node.op
     if node.inputs:
         entry["in"] = list(node.inputs)
     if node.args:
@@ -116,9 +124,36 @@ def to_data(trace: Trace) -> dict[str, Any]:
 # -- data <-> text ---------------------------------------------------------------------
 
 
-#: One encoder for every value: ``json.dumps`` with options builds a new encoder per call,
-#: which is most of the cost of a one-line value.
-_json = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+def _make_encoder() -> Callable[[Any], str]:
+    """``json.dumps(value, ensure_ascii=False, separators=(", ", ": "))``, made once.
+
+    ``json.dumps`` with options builds a new encoder per call, and each call of an
+    encoder's ``encode`` builds a new C encoder inside it: most of the cost of a one-line
+    value. The C encoder is made once here (where this Python has it) and called directly;
+    the text is the same either way.
+    """
+    options = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return options.encode
+    encode = make(
+        None, options.default, encode_basestring, None, ": ", ", ", False, False, True
+    )  # no circular check (the data is a tree), a TypeError for what JSON cannot hold, NaN allowed
+
+    def encoded(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return encoded
+
+
+_json = _make_encoder()
+
+
+def _entry(key: Any, value: Any) -> str:
+    """One line of a section: ``"key": value``."""
+    if key.__class__ is str:
+        return f"    {encode_basestring(key)}: {_json(value)}"
+    return f"    {_json({key: value})[1:-1]}"  # JSON writes a number or bool key as a string
 
 
 def format_data(data: dict[str, Any]) -> str:
@@ -126,14 +161,14 @@ def format_data(data: dict[str, Any]) -> str:
     sections = []
     for key, value in data.items():
         if isinstance(value, dict) and value:
-            # '{"key": value}' less its braces is the line: one encoder call per entry.
-            lines = ",\n".join(f"    {_json({k: v})[1:-1]}" for k, v in value.items())
+            lines = ",\n".join([_entry(k, v) for k, v in value.items()])
             sections.append(f"  {_json(key)}: {{\n{lines}\n  }}")
         else:
             sections.append(f"  {_json(key)}: {_json(value)}")
     return "{\n" + ",\n".join(sections) + "\n}\n"
 
 
+@gc_paused
 def dumps(trace: Trace) -> str:
     return format_data(to_data(trace))
 

@@ -19,7 +19,6 @@ change in one place of a model changes the ids of that place only (see DESIGN.md
 from __future__ import annotations
 
 import difflib
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -66,16 +65,23 @@ class TensorSpec:
 
     dtype: str
     shape: tuple[int, ...]
+    # Made once: a snapshot writes the text, and its summary the size, of every output.
+    _text: str = field(init=False, repr=False, compare=False)
+    _numel: int = field(init=False, repr=False, compare=False)
 
-    def __str__(self) -> str:
-        return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
-
-    @property
-    def numel(self) -> int:
+    def __post_init__(self) -> None:
         count = 1
         for size in self.shape:
             count *= size
-        return count
+        object.__setattr__(self, "_numel", count)
+        object.__setattr__(self, "_text", f"{self.dtype}[{', '.join(map(str, self.shape))}]")
+
+    def __str__(self) -> str:
+        return self._text
+
+    @property
+    def numel(self) -> int:
+        return self._numel
 
     @property
     def nbytes(self) -> int:
@@ -174,7 +180,7 @@ class Node:
         """The references other nodes use for this node's outputs."""
         if len(self.outputs) <= 1:
             return (self.node_id,)
-        return tuple(ids.output_ref(self.node_id, k) for k in range(len(self.outputs)))
+        return tuple(ids.output_refs(self.node_id, len(self.outputs)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +228,8 @@ class Trace:
 
     @property
     def op_nodes(self) -> tuple[Node, ...]:
-        return tuple(node for node in self.nodes if node.kind is NodeKind.OP)
+        op = NodeKind.OP
+        return tuple([node for node in self.nodes if node.kind is op])
 
     @property
     def has_stats(self) -> bool:
@@ -246,7 +253,8 @@ class Trace:
 
     @property
     def param_op_count(self) -> int:
-        return sum(1 for node in self.op_nodes if any(map(ids.is_param, node.inputs)))
+        params_in = ids.params_in
+        return sum(1 for node in self.op_nodes if params_in(node.inputs))
 
     @property
     def passes(self) -> int:
@@ -255,11 +263,13 @@ class Trace:
         A parameter-free module called twice (one ``nn.Sigmoid`` used after two layers)
         is not recurrence; a cell whose weights run on every step of a loop is.
         """
-        groups: Counter[tuple[str, tuple[str, ...]]] = Counter()
+        groups: dict[tuple[str, tuple[str, ...]], int] = {}
+        params_in = ids.params_in
         for node in self.op_nodes:
-            params = tuple(sorted(filter(ids.is_param, node.inputs)))
+            params = params_in(node.inputs)
             if params:
-                groups[node.op, params] += 1
+                key = (node.op, tuple(sorted(params)))
+                groups[key] = groups.get(key, 0) + 1
         return max(groups.values(), default=1)
 
     @property
@@ -282,7 +292,8 @@ class Trace:
 
     @property
     def conditional(self) -> bool:
-        return any(node.kind is NodeKind.CONDITION for node in self.nodes)
+        condition = NodeKind.CONDITION
+        return any(node.kind is condition for node in self.nodes)
 
     @property
     def first_nonfinite(self) -> Node | None:

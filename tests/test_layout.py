@@ -22,12 +22,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pytest_modellens"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "ids": set(),
+    "gcpause": set(),
     "trace": {"ids", "errors"},
-    "canonical": {"ids", "errors", "trace"},
+    "canonical": {"ids", "errors", "trace", "gcpause"},
     "log": {"ids", "trace"},
     "changes": {"ids", "trace"},
     "match": {"ids", "trace", "changes"},
-    "differ": {"ids", "trace", "canonical", "changes", "match"},
+    "differ": {"ids", "trace", "canonical", "changes", "match", "gcpause"},
     "picture": {"ids", "trace", "changes", "match"},
     "render": {"errors", "trace", "changes", "picture"},
     "extension": {"errors", "trace", "canonical"},
@@ -37,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "plugin": {"trace", "settings", "artifacts"},
     "__main__": {"errors", "trace", "canonical"},
     "__init__": {"errors", "trace", "canonical", "changes"},
-    "tracer": {"ids", "errors", "trace", "tracer"},
+    "tracer": {"ids", "errors", "trace", "gcpause", "tracer"},
 }
 #: Module -> what it may import lazily, inside a function, beyond :data:`ALLOWED`.
 LAZY: dict[str, set[str]] = {

@@ -11,16 +11,16 @@ The only package that imports torch. Its modules:
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.utils.hooks import RemovableHandle
 
 from ..errors import TraceError
+from ..gcpause import gc_paused
 from ..trace import Tolerance, Trace
 from .describe import flatten
 from .modules import ModuleTree, bind_inputs, module_table, param_table
@@ -29,27 +29,57 @@ from .state import ModelState, seeded
 
 __all__ = ["seeded", "trace"]
 
+#: Where torch keeps which global forward hooks take keyword arguments (not in every torch).
+_TOLERANCE = Tolerance()
+_WITH_KWARGS: dict[int, Any] = getattr(torch_module, "_global_forward_hooks_with_kwargs", {})
 
-@contextmanager
-def _tracing(recorder: Recorder, state: ModelState) -> Iterator[None]:
-    """What the trace needs while the forward runs; all of it undone on the way out."""
-    with ExitStack() as scope:
-        scope.callback(state.restore, recorder.saved)  # runs last
-        scope.enter_context(torch.no_grad())
-        if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance"):
-            scope.enter_context(torch.compiler.set_stance("force_eager"))  # compiled parts run eagerly
-        for hook in (
-            register_module_forward_pre_hook(recorder.enter_module),
-            register_module_forward_hook(recorder.exit_module, **_EXIT_HOOK_OPTIONS),
-        ):
-            scope.callback(hook.remove)
-            # torch's handle forgets the with_kwargs table: leave no entry behind in it.
-            scope.callback(getattr(torch_module, "_global_forward_hooks_with_kwargs", {}).pop, hook.id, None)
-        torch.autograd.Function.apply = classmethod(  # type: ignore[method-assign, assignment]
-            lambda cls, *args, **kwargs: recorder.apply_function(cls, args, kwargs)
+
+class _Tracing:
+    """What the trace needs while the forward runs; all of it undone on the way out.
+
+    A class rather than an ``ExitStack``: on a small model, entering and leaving a stack of
+    callbacks cost more than the forward pass it wraps.
+    """
+
+    def __init__(self, recorder: Recorder, state: ModelState) -> None:
+        self.recorder = recorder
+        self.state = state
+        self.hooks: list[RemovableHandle] = []
+        self.no_grad = torch.no_grad()
+        # Compiled parts run eagerly; only asked where torch.compile was ever used.
+        self.stance = (
+            torch.compiler.set_stance("force_eager")
+            if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance")
+            else None
         )
-        scope.callback(setattr, torch.autograd.Function, "apply", _FUNCTION_APPLY)
-        yield
+
+    def __enter__(self) -> None:
+        recorder = self.recorder
+        self.no_grad.__enter__()
+        try:
+            if self.stance is not None:
+                self.stance.__enter__()
+            self.hooks.append(register_module_forward_pre_hook(recorder.enter_module))
+            self.hooks.append(register_module_forward_hook(recorder.exit_module, **_EXIT_HOOK_OPTIONS))
+            torch.autograd.Function.apply = classmethod(  # type: ignore[method-assign, assignment]
+                lambda cls, *args, **kwargs: recorder.apply_function(cls, args, kwargs)
+            )
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            torch.autograd.Function.apply = _FUNCTION_APPLY  # type: ignore[method-assign]
+            for hook in reversed(self.hooks):
+                # torch's handle forgets the with_kwargs table: leave no entry behind in it.
+                _WITH_KWARGS.pop(hook.id, None)
+                hook.remove()
+            if self.stance is not None:
+                self.stance.__exit__(None, None, None)
+            self.no_grad.__exit__(None, None, None)
+        finally:
+            self.state.restore(self.recorder.saved)  # last, whatever failed before it
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -58,6 +88,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
+@gc_paused
 def trace(
     model: nn.Module,
     /,
@@ -81,7 +112,7 @@ def trace(
             "wrap a plain function in an nn.Module whose forward calls it"
         )
     model = _unwrap(model)
-    tolerance = Tolerance().overridden(rtol=rtol, atol=atol)
+    tolerance = _TOLERANCE if rtol is None and atol is None else _TOLERANCE.overridden(rtol=rtol, atol=atol)
     named_inputs = bind_inputs(model, args, kwargs)
     input_tensors: list[tuple[str, Tensor]] = []
     inputs_desc = flatten(named_inputs, "", input_tensors)
@@ -95,7 +126,7 @@ def trace(
     recorder = Recorder(tree, stats=stats)
     recorder.add_inputs(input_tensors)
     state = ModelState(tree)
-    with _tracing(recorder, state):
+    with _Tracing(recorder, state):
         try:
             with recorder:
                 result = model(*args, **kwargs)

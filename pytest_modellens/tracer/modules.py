@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,13 +55,59 @@ class ModuleTree:
         return cls(paths, modules, params, buffers)
 
 
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    """A forward's signature, and what naming plain positional inputs needs to know of it."""
+
+    signature: inspect.Signature
+    positional: tuple[str, ...]  # the parameters a positional argument may fill, in order
+    required: int  # how many of them have no default
+    simple: bool  # no *args, and no keyword-only parameter without a default
+
+    @classmethod
+    def of(cls, forward: Any) -> _Signature:
+        signature = inspect.signature(forward)
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        positional = [p for p in signature.parameters.values() if p.kind in kinds]
+        required = 0
+        while required < len(positional) and positional[required].default is inspect.Parameter.empty:
+            required += 1
+        simple = all(
+            p.kind is not inspect.Parameter.VAR_POSITIONAL
+            and not (p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty)
+            for p in signature.parameters.values()
+        )
+        return cls(signature, tuple(p.name for p in positional), required, simple)
+
+
+#: Signatures by forward function: ``inspect.signature`` costs more than a small forward.
+_signatures: weakref.WeakKeyDictionary[Any, _Signature] = weakref.WeakKeyDictionary()
+
+
+def _signature_of(model: nn.Module) -> _Signature:
+    forward = model.forward
+    function = getattr(forward, "__func__", None)
+    if function is None or getattr(forward, "__self__", None) is not model:
+        return _Signature.of(forward)  # not a plain method: nothing to key a cache by
+    try:
+        return _signatures[function]
+    except KeyError:
+        found = _signatures[function] = _Signature.of(forward)
+        return found
+    except TypeError:  # a callable that takes no weak reference
+        return _Signature.of(forward)
+
+
 def bind_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Name the inputs after the forward's parameters (``x``, ``input_ids``), else by position.
 
     ``*args`` are named by position and ``**kwargs`` by keyword, as if spelt out.
     """
     try:
-        bound = inspect.signature(model.forward).bind(*args, **kwargs)
+        found = _signature_of(model)
+        if not kwargs and found.simple and found.required <= len(args) <= len(found.positional):
+            return dict(zip(found.positional, args))  # what `bind` gives, without its cost
+        bound = found.signature.bind(*args, **kwargs)
     except (TypeError, ValueError):
         named = {str(i): a for i, a in enumerate(args)}
         named.update(kwargs)
@@ -84,9 +131,12 @@ def parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, int]:
     def collect(module: nn.Module) -> dict[int, int]:
         found = held.get(id(module))
         if found is None:
-            found = {id(p): p.numel() for p in module.parameters(recurse=False)}
-            for child in module.children():
-                found.update(collect(child))
+            # The tables behind parameters() and children(), read directly: this walk
+            # visits every module of the model on every trace.
+            found = {id(p): p.numel() for p in module._parameters.values() if p is not None}
+            for child in module._modules.values():
+                if child is not None:
+                    found.update(collect(child))
             held[id(module)] = found
         return found
 

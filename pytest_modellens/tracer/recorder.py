@@ -50,8 +50,8 @@ from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode, handle_torch_function
 
 from .. import ids
-from ..trace import Node, NodeKind, Stats
-from .describe import compute_stats, describe, flatten, op_name, spec_of, tensors_in
+from ..trace import Node, NodeKind, Stats, TensorSpec
+from .describe import _op_names, compute_stats, describe, flatten, op_name, spec_of, tensors_in
 from .modules import ModuleTree
 
 #: Operations that turn tensor values into a Python bool: the forward branches on data.
@@ -68,6 +68,9 @@ _EXIT_HOOK_OPTIONS = {"always_call": True} | (
     else {}
 )
 _function_ops: dict[type, Callable[..., Any]] = {}
+_OP = NodeKind.OP
+#: The keys under which positional arguments are described, made once.
+_POSITIONS = tuple(str(position) for position in range(8))
 
 
 class Recorder(TorchFunctionMode):
@@ -169,7 +172,9 @@ class Recorder(TorchFunctionMode):
                 module.initialize_parameters(*args)
                 for buf in module.buffers():  # new running statistics are put back too
                     self.saved.setdefault(id(buf), (buf, buf.detach().clone()))
-        path = self._path_of(module)
+        path = self.module_paths.get(id(module))
+        if path is None:
+            path = self._path_of(module)
         call = self.calls[path] = self.calls.get(path, 0) + 1
         self.scopes.append(ids.scope(path, call))
         self.owners.append(module)
@@ -180,8 +185,18 @@ class Recorder(TorchFunctionMode):
         # so scopes are popped down to this module's own.
         output = rest[-1]
         if output is not None:
-            self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
-        if self.owners[-1] is not module and not any(owner is module for owner in self.owners):
+            if output.__class__ is Tensor:  # the usual case, answered here: a traced op made it
+                entry = self.producers.get(id(output))
+                if entry is None or entry[0]() is not output:
+                    self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
+            else:
+                self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
+        owners = self.owners
+        if owners[-1] is module:
+            self.scopes.pop()
+            owners.pop()
+            return
+        if not any(owner is module for owner in owners):
             return
         while len(self.scopes) > 1:
             self.scopes.pop()
@@ -219,9 +234,14 @@ class Recorder(TorchFunctionMode):
 
     def add_node(self, node: Node, tensors: list[Tensor]) -> None:
         self.nodes.append(node)
-        for tensor, ref in zip(tensors, (node.node_id,) if len(tensors) == 1 else node.refs):
+        self._produced(tensors, (node.node_id,) if len(tensors) == 1 else node.refs)
+
+    def _produced(self, tensors: list[Tensor], refs: tuple[str, ...] | list[str]) -> None:
+        """Bind each tensor to the reference later nodes read it by."""
+        producers = self.producers
+        for tensor, ref in zip(tensors, refs):
             try:
-                self.producers[id(tensor)] = (weakref.ref(tensor), ref)
+                producers[id(tensor)] = (weakref.ref(tensor), ref)
             except TypeError:  # a tensor type without weak references: track nothing
                 pass
 
@@ -237,25 +257,40 @@ class Recorder(TorchFunctionMode):
     def _record(
         self, op: str, inputs: list[str], described: list[tuple[str, Any]], outputs: list[Tensor]
     ) -> None:
-        specs = (spec_of(outputs[0]),) if len(outputs) == 1 else tuple(map(spec_of, outputs))
-        # The values of `torch.empty` are whatever the memory held: no statistics of those.
-        stats = (None,) * len(outputs) if self.stats and op in _UNINITIALIZED_OPS else self.stats_of(outputs)
-        node = Node(self.new_id(op), NodeKind.OP, op, tuple(inputs), tuple(described), specs, stats)
-        self.add_node(node, outputs)
+        scope = self.scopes[-1]
+        key = (scope, op)
+        n = self.op_counts[key] = self.op_counts.get(key, 0) + 1
+        node_id = ids.op_id(scope, op, n)
+        if len(outputs) == 1:
+            specs: tuple[TensorSpec, ...] = (spec_of(outputs[0]),)
+            refs: tuple[str, ...] | list[str] = (node_id,)
+        else:
+            specs = tuple(map(spec_of, outputs))
+            refs = ids.output_refs(node_id, len(outputs))
+        if not self.stats:
+            stats: tuple[Stats | None, ...] = ()
+        elif op in _UNINITIALIZED_OPS:  # the values of `torch.empty` are whatever the memory held
+            stats = (None,) * len(outputs)
+        else:
+            stats = tuple(map(compute_stats, outputs))
+        self.nodes.append(Node(node_id, _OP, op, tuple(inputs), tuple(described), specs, stats))
+        self._produced(outputs, refs)
 
     # -- operations ------------------------------------------------------------------
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if kwargs is None:
-            kwargs = {}
-        op = op_name(func)
-        if (
-            op[-1] == "_"
-            or op == "setitem"
-            or (kwargs and ("out" in kwargs or kwargs.get("inplace") is True))
-        ):
-            self._save_before_write(args, kwargs)
-        result = func(*args, **kwargs)
+        try:
+            op = _op_names[func]
+        except (KeyError, TypeError):
+            op = op_name(func)
+        if kwargs:
+            if op[-1] == "_" or op == "setitem" or "out" in kwargs or kwargs.get("inplace") is True:
+                self._save_before_write(args, kwargs)
+            result = func(*args, **kwargs)
+        else:
+            if op[-1] == "_" or op == "setitem":
+                self._save_before_write(args, {})
+            result = func(*args)
 
         if isinstance(result, Tensor):
             outputs = [result]
@@ -275,18 +310,24 @@ class Recorder(TorchFunctionMode):
         else:
             return result
 
+        # The references are looked up inline, not through `ref`: this loop runs for every
+        # argument of every operation of the forward.
+        producers = self.producers
         inputs: list[str] = []
         described: list[tuple[str, Any]] = []
         for position, value in enumerate(args):
             if isinstance(value, Tensor):
-                inputs.append(self.ref(value))
+                entry = producers.get(id(value))
+                inputs.append(entry[1] if entry is not None and entry[0]() is value else self.ref(value))
             else:
-                self._take(str(position), value, inputs, described)
-        for key, value in kwargs.items():
-            if isinstance(value, Tensor):
-                inputs.append(self.ref(value))
-            elif key[0] != "_":  # private knobs such as log_softmax's `_stacklevel`
-                self._take(key, value, inputs, described)
+                self._take(_POSITIONS[position] if position < 8 else str(position), value, inputs, described)
+        if kwargs:
+            for key, value in kwargs.items():
+                if isinstance(value, Tensor):
+                    entry = producers.get(id(value))
+                    inputs.append(entry[1] if entry is not None and entry[0]() is value else self.ref(value))
+                elif key[0] != "_":  # private knobs such as log_softmax's `_stacklevel`
+                    self._take(key, value, inputs, described)
         self._record(op, inputs, described, outputs)
         return result
 
