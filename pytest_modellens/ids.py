@@ -212,3 +212,8 @@ def split_numbered(path: str) -> tuple[str, int | None]:
 def run(first: str, last: str) -> str:
     """A run of numbered siblings as one name: ``blocks.6..11``."""
     return f"{first}..{leaf(last)}" if first != last else first
+
+
+def call_run(path: str, first: int, last: int) -> str:
+    """A run of calls of one module as one name: ``cell:2..5000``."""
+    return f"{path}:{first}..{last}"

@@ -267,21 +267,20 @@ def match(old: Trace, new: Trace) -> Matching:
 
 
 def numbered_runs(
-    items: Sequence[T], path: Callable[[T], str], follows: Callable[[T, T], bool]
+    items: Sequence[T], place: Callable[[T], tuple[Any, int | None]], follows: Callable[[T, T], bool]
 ) -> list[list[T]]:
-    """Split ``items`` into runs of numbered siblings: ``a.3``, ``a.4``, ... in a row.
+    """Split ``items`` into runs of numbered items in a row: ``a.3``, ``a.4``, ... or ``cell:2``, ``cell:3``, ...
 
-    An item continues the run before it when its ``path`` is the next index under the
-    same parent and ``follows(previous, item)`` agrees (same class, same shift...).
+    ``place`` says where an item sits: ``(parent, index)``, the index None for an item
+    that is not numbered (:func:`ids.split_numbered` of a path). An item continues the run
+    before it when it is the next index under the same parent and ``follows(previous,
+    item)`` agrees (same class, same shift...).
     """
     found: list[list[T]] = []
     for item in items:
         if found:
             previous = found[-1][-1]
-            (p_parent, p_index), (parent, index) = (
-                ids.split_numbered(path(previous)),
-                ids.split_numbered(path(item)),
-            )
+            (p_parent, p_index), (parent, index) = place(previous), place(item)
             if (
                 p_index is not None
                 and index == p_index + 1
@@ -314,5 +313,5 @@ def rename_runs(renames: dict[str, str]) -> list[tuple[str, str]]:
 
     return [
         (ids.run(run[0][0], run[-1][0]), ids.run(run[0][1], run[-1][1]))
-        for run in numbered_runs(top, lambda pair: pair[0], same_shift)
+        for run in numbered_runs(top, lambda pair: ids.split_numbered(pair[0]), same_shift)
     ]
