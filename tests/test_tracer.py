@@ -88,6 +88,10 @@ def test_a_torchscript_module_is_one_op_reading_its_parameters() -> None:
     nodes = nodes_of(lens.trace(model, torch.ones(2, 3)))
     assert nodes["body/Sequential"]["in"] == ["input:x", "param:body.0.weight", "param:body.0.bias"]
     assert nodes["head/linear"]["in"][0] == "body/Sequential"
+    # Its statistics are taken inside the forward: the tracer's own ops are not the model's.
+    with_stats = lens.trace(model, torch.ones(2, 3), stats=True)
+    assert list(nodes_of(with_stats)) == list(nodes)
+    assert with_stats.node("body/Sequential").stats[0] is not None
 
 
 def test_conditions_record_which_way_the_branch_went() -> None:

@@ -96,6 +96,8 @@ class Recorder(TorchFunctionMode):
             key for key, (_, is_buffer, tensor) in self.named.items() if not is_buffer and not is_lazy(tensor)
         }
         self.saved: dict[int, tuple[Tensor, Tensor]] = {}
+        #: Statistics already taken, by tensor id, with the tensor's version when taken.
+        self.taken: dict[int, tuple[weakref.ref[Tensor], int, Stats]] = {}
         self.scopes: list[str] = [""]
         self.owners: list[nn.Module | None] = [None]
         self.calls: dict[str, int] = {}
@@ -214,9 +216,12 @@ class Recorder(TorchFunctionMode):
             if not unknown:
                 return
         op = getattr(module, "original_name", None) or type(module).__name__  # TorchScript keeps it
-        inputs = [self.ref(t) for t in tensors_in(given, [])]
-        inputs += [self.ref(p) for p in module.parameters()]
-        self._record(op, inputs, [], unknown)
+        # The hook runs inside the forward, under the mode: the tracer's own tensor calls
+        # (shapes, statistics) must not be recorded as the model's.
+        with torch._C.DisableTorchFunction():
+            inputs = [self.ref(t) for t in tensors_in(given, [])]
+            inputs += [self.ref(p) for p in module.parameters()]
+            self._record(op, inputs, [], unknown)
 
     # -- tensors ---------------------------------------------------------------------
 
@@ -252,7 +257,24 @@ class Recorder(TorchFunctionMode):
         return ids.op_id(scope, op, n)
 
     def stats_of(self, tensors: list[Tensor]) -> tuple[Stats | None, ...]:
-        return tuple(compute_stats(t) for t in tensors) if self.stats else ()
+        return tuple(map(self._stats_of, tensors)) if self.stats else ()
+
+    def _stats_of(self, tensor: Tensor) -> Stats:
+        """Statistics of a tensor; one an op hands back unchanged (dropout in eval) keeps those taken of it."""
+        try:
+            version = tensor._version
+        except RuntimeError:  # an inference tensor keeps no version: nothing proves it unchanged
+            return compute_stats(tensor)
+        key = id(tensor)
+        taken = self.taken.get(key)
+        if taken is not None and taken[0]() is tensor and taken[1] == version:
+            return taken[2]
+        stats = compute_stats(tensor)
+        try:
+            self.taken[key] = (weakref.ref(tensor), version, stats)
+        except TypeError:  # a tensor type without weak references
+            pass
+        return stats
 
     def _record(
         self, op: str, inputs: list[str], described: list[tuple[str, Any]], outputs: list[Tensor]
@@ -272,7 +294,7 @@ class Recorder(TorchFunctionMode):
         elif op in _UNINITIALIZED_OPS:  # the values of `torch.empty` are whatever the memory held
             stats = (None,) * len(outputs)
         else:
-            stats = tuple(map(compute_stats, outputs))
+            stats = tuple(map(self._stats_of, outputs))
         self.nodes.append(Node(node_id, _OP, op, tuple(inputs), tuple(described), specs, stats))
         self._produced(outputs, refs)
 
