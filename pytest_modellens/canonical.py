@@ -79,7 +79,7 @@ def _stats_data(stats: Stats) -> dict[str, Any]:
 
 def to_data(trace: Trace) -> dict[str, Any]:
     """The canonical plain-data form of a trace (what the snapshot file holds)."""
-    passes = trace.passes  # walks every node: once, not again for `recurrent`
+    param_ops, passes = trace.parameter_use()  # one walk of the nodes for both
     summary = {
         "model": trace.model,
         "inputs": trace.inputs,
@@ -89,7 +89,7 @@ def to_data(trace: Trace) -> dict[str, Any]:
         "tensor_bytes": trace.tensor_bytes,
         "params": trace.param_count,
         "param_bytes": trace.param_bytes,
-        "param_ops": trace.param_op_count,
+        "param_ops": param_ops,
         "modules": max(len(trace.modules) - 1, 0),
         "recurrent": passes > 1,
         "passes": passes,
@@ -149,10 +149,24 @@ def _make_encoder() -> Callable[[Any], str]:
 _json = _make_encoder()
 
 
+def _encoded(value: Any) -> str:
+    """``_json(value)``, with the plain values most entries are written here, as JSON writes them."""
+    kind = value.__class__
+    if kind is str:
+        return encode_basestring(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return _json(value)
+
+
 def _entry(key: Any, value: Any) -> str:
     """One line of a section: ``"key": value``."""
     if key.__class__ is str:
-        return f"    {encode_basestring(key)}: {_json(value)}"
+        return f"    {encode_basestring(key)}: {_encoded(value)}"
     return f"    {_json({key: value})[1:-1]}"  # JSON writes a number or bool key as a string
 
 

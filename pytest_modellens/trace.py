@@ -85,7 +85,7 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * DTYPE_SIZES.get(self.dtype, 0)
+        return self._numel * DTYPE_SIZES.get(self.dtype, 0)
 
     @classmethod
     def parse(cls, text: str) -> TensorSpec:
@@ -253,8 +253,7 @@ class Trace:
 
     @property
     def param_op_count(self) -> int:
-        params_in = ids.params_in
-        return sum(1 for node in self.op_nodes if params_in(node.inputs))
+        return self.parameter_use()[0]
 
     @property
     def passes(self) -> int:
@@ -263,14 +262,22 @@ class Trace:
         A parameter-free module called twice (one ``nn.Sigmoid`` used after two layers)
         is not recurrence; a cell whose weights run on every step of a loop is.
         """
+        return self.parameter_use()[1]
+
+    def parameter_use(self) -> tuple[int, int]:
+        """``(param_op_count, passes)``, from one walk of the nodes (a snapshot writes both)."""
         groups: dict[tuple[str, tuple[str, ...]], int] = {}
         params_in = ids.params_in
-        for node in self.op_nodes:
-            params = params_in(node.inputs)
-            if params:
-                key = (node.op, tuple(sorted(params)))
-                groups[key] = groups.get(key, 0) + 1
-        return max(groups.values(), default=1)
+        op = NodeKind.OP
+        count = 0
+        for node in self.nodes:
+            if node.kind is op:
+                params = params_in(node.inputs)
+                if params:
+                    count += 1
+                    key = (node.op, tuple(sorted(params)) if len(params) > 1 else tuple(params))
+                    groups[key] = groups.get(key, 0) + 1
+        return count, max(groups.values(), default=1)
 
     @property
     def recurrent(self) -> bool:

@@ -141,6 +141,18 @@ def test_arguments_are_device_free_and_deterministic() -> None:
     assert nodes["log_softmax"]["args"] == {"dim": 0, "dtype": None}  # the private `_stacklevel` is left out
 
 
+def test_float_arguments_are_rounded_and_keep_their_sign_every_time() -> None:
+    def forward(self: nn.Module, x: Tensor) -> Tensor:
+        return (x * -0.0 + x * 0.0) * (1 / 3) + x * (1 / 3) * float("inf")
+
+    for _ in range(2):  # the second trace reads what the first one rounded
+        text = lens.trace(Lambda(forward), torch.ones(2)).dumps()
+        nodes = json.loads(text)["nodes"]
+        assert '"args": {"1": -0.0}' in text and '"args": {"1": 0.0}' in text
+        assert nodes["mul:3"]["args"] == nodes["mul:4"]["args"] == {"1": 0.33333333}
+        assert nodes["mul:5"]["args"] == {"1": "inf"}
+
+
 def test_the_same_model_on_the_meta_device_gives_the_same_snapshot() -> None:
     for name in (
         "functional_mlp",

@@ -88,6 +88,23 @@ def spec_of(tensor: Tensor) -> TensorSpec:
         return TensorSpec(dtype_name(tensor.dtype), tuple(shape))
 
 
+#: Float arguments already rounded: a forward passes the same few (``eps``, ``p``) again and again.
+_floats: dict[float, float | str] = {}
+
+
+def describe_float(value: float) -> float | str:
+    """A float argument rounded to :data:`ARG_FLOAT_DIGITS` significant digits (``nan``, ``inf`` as text)."""
+    try:
+        return _floats[value]
+    except KeyError:
+        pass
+    found: float | str = float(f"{value:.{ARG_FLOAT_DIGITS}g}") if math.isfinite(value) else str(value)
+    # Not NaN (never found again) nor zero (0.0 and -0.0 are one key but two texts).
+    if len(_floats) < MAX_CACHED_SPECS and value and not math.isnan(value):
+        _floats[value] = found
+    return found
+
+
 def describe(value: Any) -> Any:
     """A JSON-safe, device-free, deterministic description of a non-tensor argument."""
     if value is None or isinstance(value, (bool, int)):
@@ -95,9 +112,7 @@ def describe(value: Any) -> Any:
     if isinstance(value, str):
         return "<device>" if value.split(":", 1)[0] in _DEVICE_TYPES else value  # "cuda:0"
     if isinstance(value, float):
-        if math.isfinite(value):
-            return float(f"{value:.{ARG_FLOAT_DIGITS}g}")
-        return str(value)
+        return describe_float(value)
     if isinstance(value, Tensor):
         return "<tensor>"
     if isinstance(value, (list, tuple)):

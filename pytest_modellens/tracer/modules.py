@@ -125,14 +125,47 @@ def bind_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any])
 
 
 def parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, int]:
-    """Parameters under each module (a shared one once), by module id, in one walk of the tree."""
+    """Parameters under each module (a shared one once), by module id, in one walk of the tree.
+
+    Where no parameter and no module is reachable twice (most models), each module's count
+    is its own plus its children's; otherwise each module's set of parameters is kept.
+    The tables behind parameters() and children() are read directly: this walk visits
+    every module of the model on every trace.
+    """
+    totals: dict[int, int] = {}
+    seen: set[int] = set()
+    shared = False
+
+    def total(module: nn.Module) -> int:
+        nonlocal shared
+        count = 0
+        for p in module._parameters.values():
+            if p is not None:
+                shared = shared or id(p) in seen
+                seen.add(id(p))
+                count += p.numel()
+        for child in module._modules.values():
+            if child is not None:
+                if id(child) in totals:
+                    shared = True  # one module under two parents
+                    continue
+                count += total(child)
+        totals[id(module)] = count
+        return count
+
+    for _, module in modules:
+        if id(module) not in totals:
+            total(module)
+    return _shared_parameter_counts(modules) if shared else totals
+
+
+def _shared_parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, int]:
+    """:func:`parameter_counts` where parameters or modules are shared: sets of parameters, merged."""
     held: dict[int, dict[int, int]] = {}  # module id -> {parameter id: numel}
 
     def collect(module: nn.Module) -> dict[int, int]:
         found = held.get(id(module))
         if found is None:
-            # The tables behind parameters() and children(), read directly: this walk
-            # visits every module of the model on every trace.
             found = {id(p): p.numel() for p in module._parameters.values() if p is not None}
             for child in module._modules.values():
                 if child is not None:
@@ -161,15 +194,7 @@ def module_table(
             config = module.extra_repr()
         except Exception:  # noqa: BLE001 - a custom extra_repr that fails must not fail the trace
             config = ""
-        rows.append(
-            ModuleInfo(
-                path=path,
-                class_name=type(module).__name__,
-                config=config,
-                params=params[id(module)],
-                calls=calls.get(path, 0),
-            )
-        )
+        rows.append(ModuleInfo(path, type(module).__name__, config, params[id(module)], calls.get(path, 0)))
     return tuple(rows)
 
 

@@ -51,7 +51,16 @@ from torch.overrides import TorchFunctionMode, handle_torch_function
 
 from .. import ids
 from ..trace import Node, NodeKind, Stats, TensorSpec
-from .describe import _op_names, compute_stats, describe, flatten, op_name, spec_of, tensors_in
+from .describe import (
+    _op_names,
+    compute_stats,
+    describe,
+    describe_float,
+    flatten,
+    op_name,
+    spec_of,
+    tensors_in,
+)
 from .modules import ModuleTree
 
 #: Operations that turn tensor values into a Python bool: the forward branches on data.
@@ -341,6 +350,12 @@ class Recorder(TorchFunctionMode):
             if isinstance(value, Tensor):
                 entry = producers.get(id(value))
                 inputs.append(entry[1] if entry is not None and entry[0]() is value else self.ref(value))
+            elif value is None or value.__class__ is int or value.__class__ is bool:
+                described.append((_POSITIONS[position] if position < 8 else str(position), value))
+            elif value.__class__ is float:
+                described.append(
+                    (_POSITIONS[position] if position < 8 else str(position), describe_float(value))
+                )
             else:
                 self._take(_POSITIONS[position] if position < 8 else str(position), value, inputs, described)
         if kwargs:
@@ -348,7 +363,13 @@ class Recorder(TorchFunctionMode):
                 if isinstance(value, Tensor):
                     entry = producers.get(id(value))
                     inputs.append(entry[1] if entry is not None and entry[0]() is value else self.ref(value))
-                elif key[0] != "_":  # private knobs such as log_softmax's `_stacklevel`
+                elif key[0] == "_":  # private knobs such as log_softmax's `_stacklevel`
+                    continue
+                elif value is None or value.__class__ is int or value.__class__ is bool:
+                    described.append((key, value))  # what `describe` makes of them: themselves
+                elif value.__class__ is float:
+                    described.append((key, describe_float(value)))
+                else:
                     self._take(key, value, inputs, described)
         self._record(op, inputs, described, outputs)
         return result
