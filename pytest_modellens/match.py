@@ -45,12 +45,14 @@ def _signature(node: Node, classes: dict[str, str]) -> tuple[str, ...]:
 def _module_renames(pairs: dict[str, str], old: dict[str, Node], new: dict[str, Node]) -> dict[str, str]:
     """Old module path -> new one, by majority of the matched nodes in and under it."""
     votes: defaultdict[str, Counter[str]] = defaultdict(Counter)
-    for old_id, new_id in pairs.items():
-        a, b = ids.ancestors(old[old_id].module_path), ids.ancestors(new[new_id].module_path)
+    # Pairs of module paths first: a graph has far fewer of them than pairs of nodes.
+    paths = Counter((old[old_id].module_path, new[new_id].module_path) for old_id, new_id in pairs.items())
+    for (old_path, new_path), count in paths.items():
+        a, b = ids.ancestors(old_path), ids.ancestors(new_path)
         if len(a) != len(b):  # wrapped into a new container: a move, not a rename
             continue
-        for old_path, new_path in zip(a, b):
-            votes[old_path][new_path] += 1
+        for old_part, new_part in zip(a, b):
+            votes[old_part][new_part] += count
     best = {path: counts.most_common(1)[0] for path, counts in votes.items() if path}
     # Two old modules cannot become one new module: the better supported claim wins.
     claims: dict[str, tuple[int, str]] = {}

@@ -295,13 +295,19 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
             state = State.REMOVED
         else:
             state = State.of(changes[0].effect) if changes else State.SAME
-        lines = _node_lines(node, old_specs if was_removed else new_specs)
+        if cropped and state is State.SAME:  # most of these are folded away: labelled at the end
+            lines: list[str] = []
+            unlabelled[key] = node
+        else:
+            lines = _node_lines(node, old_specs if was_removed else new_specs)
         if state is State.CHANGED:
             shape_changed = any(c.kind is ChangeKind.OUTPUT_CHANGED for c in changes)
             lines = lines[: 1 if shape_changed else 2] + [_change_line(c) for c in changes[:4]]
         chain = _cluster_chain(scope, modules, rolled=False)
         graph.vertices[key] = Vertex(lines, chain, state, node.node_id, Shape.of(node.kind))
         for cluster in chain:
+            if cluster in graph.clusters:
+                continue
             path = ids.scope_path(cluster)
             label = _cluster_label(cluster, modules, rolled=False)
             if path in renamed_from:
@@ -309,6 +315,8 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
             label = "\n".join([label, *notes.get(path, [])])  # config old -> new, under the name
             graph.clusters.setdefault(cluster, (label, module_state.get(path, State.SAME)))
 
+    cropped = len(new.nodes) + len(removed) > crop_above
+    unlabelled: dict[str, Node] = {}
     for node in new.nodes:
         add(node, node.node_id, node.scope, was_removed=False)
     for node in old.nodes:
@@ -326,9 +334,13 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
     for edge, state in (new_edges | old_edges).items():
         if edge[0] in graph.vertices and edge[1] in graph.vertices:
             graph.edges[edge] = State.SAME if edge in new_edges and edge in old_edges else state
-    if len(graph.vertices) <= crop_above:
+    if not cropped:
         return graph
-    return _crop(_fold_whole_modules(graph, modules, comparison), modules, hops=hops)
+    drawn = _crop(_fold_whole_modules(graph, modules, comparison), modules, hops=hops)
+    for key, node in unlabelled.items():
+        if key in drawn.vertices:
+            drawn.vertices[key].lines = _node_lines(node, new_specs)
+    return drawn
 
 
 def _fold_whole_modules(graph: Graph, modules: dict[str, ModuleInfo], comparison: Comparison) -> Graph:

@@ -221,7 +221,12 @@ class Recorder(TorchFunctionMode):
                 return
             unknown = [output]
         else:
-            unknown = [t for t in tensors_in((output,), []) if not self.known(t)]
+            producers = self.producers
+            unknown = []
+            for t in tensors_in((output,), []):
+                entry = producers.get(id(t))
+                if entry is None or entry[0]() is not t:
+                    unknown.append(t)
             if not unknown:
                 return
         op = getattr(module, "original_name", None) or type(module).__name__  # TorchScript keeps it
@@ -379,8 +384,11 @@ class Recorder(TorchFunctionMode):
         if isinstance(value, (list, tuple)) and value:
             tensors = tensors_in(value, [])
             if tensors:
-                inputs.extend(self.ref(t) for t in tensors)
-                if all(isinstance(v, Tensor) for v in value):
+                producers = self.producers
+                for t in tensors:
+                    entry = producers.get(id(t))
+                    inputs.append(entry[1] if entry is not None and entry[0]() is t else self.ref(t))
+                if len(tensors) == len(value) and all(isinstance(v, Tensor) for v in value):
                     return  # torch.cat([a, b]): the inputs list says it all
         described.append((key, "<device>" if key == "device" else describe(value)))
 
