@@ -303,7 +303,9 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
         if state is State.CHANGED:
             shape_changed = any(c.kind is ChangeKind.OUTPUT_CHANGED for c in changes)
             lines = lines[: 1 if shape_changed else 2] + [_change_line(c) for c in changes[:4]]
-        chain = _cluster_chain(scope, modules, rolled=False)
+        chain = chains.get(scope)
+        if chain is None:  # the steps of a loop share a few scopes: each chain made once
+            chain = chains[scope] = _cluster_chain(scope, modules, rolled=False)
         graph.vertices[key] = Vertex(lines, chain, state, node.node_id, Shape.of(node.kind))
         for cluster in chain:
             if cluster in graph.clusters:
@@ -316,6 +318,7 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
             graph.clusters.setdefault(cluster, (label, module_state.get(path, State.SAME)))
 
     cropped = len(new.nodes) + len(removed) > crop_above
+    chains: dict[str, tuple[str, ...]] = {}
     unlabelled: dict[str, Node] = {}
     for node in new.nodes:
         add(node, node.node_id, node.scope, was_removed=False)
@@ -394,8 +397,9 @@ def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
             boxes.setdefault(box, _Box(["..."], chain, State.SAME, noun))
         else:
             box = f"module {closed}"
-            state = graph.clusters.get(closed, ("", State.SAME))[1]
-            boxes[box] = _module_box(closed, chain, modules, state)
+            if box not in boxes:  # the same box for every vertex inside the closed cluster
+                state = graph.clusters.get(closed, ("", State.SAME))[1]
+                boxes[box] = _module_box(closed, chain, modules, state)
         if box != key:
             target[key] = box
         for cluster in ("", *chain):
@@ -421,13 +425,16 @@ def _fold_runs(boxes: dict[str, _Box], modules: dict[str, ModuleInfo], order: li
     keys = {b.removeprefix("module "): b for b in boxes if b.startswith("module ")}
     position = {box: k for k, box in enumerate(order)}
 
-    def place(key: str) -> tuple[tuple[int, str], int | None]:
+    def where(key: str) -> tuple[tuple[int, str], int | None]:
         path, call = ids.split_scope(key)
         info = modules.get(path)
         if info is not None and info.calls > 1:  # the calls of one module, numbered by call
             return (1, path), call
         parent, index = ids.split_numbered(key)
         return (0, parent), index
+
+    places = {key: where(key) for key in keys}
+    place = places.__getitem__
 
     def class_of(key: str) -> str:
         info = modules.get(ids.scope_path(key))
@@ -442,7 +449,7 @@ def _fold_runs(boxes: dict[str, _Box], modules: dict[str, ModuleInfo], order: li
     def same_class(previous: str, this: str) -> bool:
         return same_place(previous, this) and class_of(previous) == class_of(this)
 
-    ordered = sorted(keys, key=lambda key: (place(key)[0], place(key)[1] or -1))
+    ordered = sorted(keys, key=lambda key: (places[key][0], places[key][1] or -1))
     runs: dict[str, str] = {}
     for run in numbered_runs(ordered, place, same_place):
         classes = list(dict.fromkeys(map(class_of, run)))
