@@ -29,8 +29,8 @@ from .state import ModelState, seeded
 
 __all__ = ["seeded", "trace"]
 
-#: Where torch keeps which global forward hooks take keyword arguments (not in every torch).
 _TOLERANCE = Tolerance()
+#: Where torch keeps which global forward hooks take keyword arguments (not in every torch).
 _WITH_KWARGS: dict[int, Any] = getattr(torch_module, "_global_forward_hooks_with_kwargs", {})
 
 

@@ -32,14 +32,15 @@ _DUNDER_INPLACE = {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipo
 #: Device types: a string argument naming one (``x.to("cuda")``) is written ``<device>``.
 _DEVICE_TYPES = frozenset({"cpu", "cuda", "mps", "xpu", "meta", "hpu", "xla", "npu", "mtia", "ipu"})
 
-_op_names: dict[Any, str] = {}
+#: Op names by intercepted callable, filled by :func:`op_name`; the recorder's handler reads it first.
+OP_NAMES: dict[Any, str] = {}
 _dtype_names: dict[torch.dtype, str] = {}
 
 
 def op_name(func: Any) -> str:
     """The function-level name of an intercepted callable, cached per callable."""
     try:
-        return _op_names[func]
+        return OP_NAMES[func]
     except (KeyError, TypeError):
         pass
     name = getattr(func, "__name__", None) or type(func).__name__
@@ -51,7 +52,7 @@ def op_name(func: Any) -> str:
             name = name[1:] + "_"
     name = name.removesuffix(".default")  # torch.ops.aten.add.default
     try:
-        _op_names[func] = name
+        OP_NAMES[func] = name
     except TypeError:
         pass
     return name

@@ -52,7 +52,7 @@ from torch.overrides import TorchFunctionMode, handle_torch_function
 from .. import ids
 from ..trace import Node, NodeKind, Stats, TensorSpec
 from .describe import (
-    _op_names,
+    OP_NAMES,
     compute_stats,
     describe,
     describe_float,
@@ -293,10 +293,7 @@ class Recorder(TorchFunctionMode):
     def _record(
         self, op: str, inputs: list[str], described: list[tuple[str, Any]], outputs: list[Tensor]
     ) -> None:
-        scope = self.scopes[-1]
-        key = (scope, op)
-        n = self.op_counts[key] = self.op_counts.get(key, 0) + 1
-        node_id = ids.op_id(scope, op, n)
+        node_id = self.new_id(op)
         if len(outputs) == 1:
             specs: tuple[TensorSpec, ...] = (spec_of(outputs[0]),)
             refs: tuple[str, ...] | list[str] = (node_id,)
@@ -316,7 +313,7 @@ class Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         try:
-            op = _op_names[func]
+            op = OP_NAMES[func]
         except (KeyError, TypeError):
             op = op_name(func)
         if kwargs:
