@@ -129,6 +129,62 @@ def gpt2_with_inserted_layer(model: Any, *, at: int = 6) -> Any:
     return changed
 
 
+# -- models of a size: how the cost grows ----------------------------------------------------
+
+
+def chain(length: int, *, changed: int | None = None) -> nn.Sequential:
+    """``length`` one-op modules in a row, of three classes in turn; ``changed``: that one a GELU."""
+    kinds = (nn.ReLU, nn.Tanh, nn.Sigmoid)
+    return nn.Sequential(*(nn.GELU() if k == changed else kinds[k % 3]() for k in range(length))).eval()
+
+
+class StepCell(nn.Module):
+    def __init__(self, width: int, act: str) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+        self.act = act
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        return getattr(torch, self.act)(self.fc(x) + h)
+
+
+class StepLoop(nn.Module):
+    """A cell of three ops (linear, add, activation) called once per step, then a linear head.
+
+    ``scale`` multiplies the input first: changing it changes one op before the loop, which
+    every step reads through ``unbind``.
+    """
+
+    def __init__(self, width: int = 4, act: str = "tanh", scale: float = 2.0) -> None:
+        super().__init__()
+        self.width, self.scale = width, scale
+        self.cell = StepCell(width, act)
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x * self.scale
+        h = x.new_zeros(x.shape[1], self.width)
+        for step in x:
+            h = self.cell(step, h)
+        return self.head(h)
+
+
+def step_inputs(steps: int, width: int = 4) -> Tensor:
+    return torch.randn(steps, 1, width, generator=_generator())
+
+
+class BigBuffer(nn.Module):
+    """A model holding a 500 MB buffer that its forward only reads a corner of (a lookup table)."""
+
+    def __init__(self, megabytes: int = 500) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.zeros(megabytes * 2**20 // 4))
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(x) + self.table[:8]
+
+
 MODELS: dict[str, tuple[str, Callable[..., Built]]] = {
     "mlp": ("reference MLP 2-4-1, batch 8", build_mlp),
     "resnet18": ("ResNet-18, 1x3x224x224", build_resnet18),

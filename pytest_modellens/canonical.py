@@ -23,6 +23,7 @@ from typing import Any
 
 from . import ids
 from .errors import SnapshotFormatError
+from .gcpause import gc_paused
 from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
 
 SCHEMA = "pytest-modellens/2"
@@ -153,6 +154,7 @@ def format_data(data: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(sections) + "\n}\n"
 
 
+@gc_paused
 def dumps(trace: Trace) -> str:
     return format_data(to_data(trace))
 

@@ -21,6 +21,7 @@ from deepdiff import DeepDiff
 from . import ids
 from .canonical import FROZEN, STAT_FIELDS, loads, to_data
 from .changes import Change, ChangeKind, Comparison, Matching
+from .gcpause import gc_paused
 from .match import match, rename_runs
 from .trace import Node, TensorSpec, Tolerance, Trace
 
@@ -125,6 +126,7 @@ def _views(old: dict[str, Any], new: dict[str, Any], matching: Matching) -> tupl
     return old_view, new_view
 
 
+@gc_paused
 def compare(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None = None) -> Comparison:
     """Match ``old`` with ``new`` and list the changes; the renderer draws from the result."""
     old_trace, new_trace = _as_trace(old, "old snapshot"), _as_trace(new, "new snapshot")

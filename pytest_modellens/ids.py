@@ -133,6 +133,11 @@ def output_ref(node_id: str, k: int) -> str:
     return f"{node_id}#{k}"
 
 
+def output_refs(node_id: str, count: int) -> list[str]:
+    """The references of all ``count`` outputs of a node with several."""
+    return [f"{node_id}#{k}" for k in range(count)]
+
+
 def split_output_ref(ref: str) -> tuple[str, int | None]:
     """``(node id, k)`` of a node reference; k is None for a node's only output."""
     node_id, hash_, k = ref.partition("#")
@@ -174,6 +179,11 @@ def split_ref(ref: str) -> tuple[RefKind, str]:
 
 def is_param(ref: str) -> bool:
     return ref.startswith("param:")
+
+
+def params_in(refs: tuple[str, ...] | list[str]) -> list[str]:
+    """The parameter references among ``refs``, in order (one call for a node's inputs)."""
+    return [ref for ref in refs if ref.startswith("param:")]
 
 
 def is_node_ref(ref: str) -> bool:
@@ -273,3 +283,8 @@ def _ranges(values: list[str]) -> str:
         run = [value]
     out.append(run)
     return ",".join(f"{r[0]}..{r[-1]}" if len(r) >= 3 else ",".join(r) for r in out)
+
+
+def call_run(path: str, first: int, last: int) -> str:
+    """A run of calls of one module as one name: ``cell:2..5000``."""
+    return f"{path}:{first}..{last}"

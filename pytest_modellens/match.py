@@ -6,16 +6,24 @@ aligned in execution order with :class:`difflib.SequenceMatcher` over signatures
 ignore numbering (kind, op, module path with numbers blanked, module class); module
 renames are read off the aligned pairs, and the rest is paired by id and by place.
 
+difflib's search for the longest common run is quadratic in the length of what it is
+given, and worse where the same signature repeats (every step of a loop, every block of
+a deep stack): a 20k-op loop with an op changed in every step took minutes. So it only
+sees stretches small enough for it; a longer stretch is first cut at anchors, signatures
+that occur once on each side, kept in order (patience diffing), and a long stretch with
+no anchor left is one unaligned region, paired by id and place like any other.
+
 Numbered runs (``blocks.6..11``) are found here too, for the change list's renames and
 the picture's folded boxes alike.
 """
 
 from __future__ import annotations
 
-import difflib
+import bisect
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from difflib import SequenceMatcher
 from typing import Any, TypeVar
 
 from . import ids
@@ -37,12 +45,14 @@ def _signature(node: Node, classes: dict[str, str]) -> tuple[str, ...]:
 def _module_renames(pairs: dict[str, str], old: dict[str, Node], new: dict[str, Node]) -> dict[str, str]:
     """Old module path -> new one, by majority of the matched nodes in and under it."""
     votes: defaultdict[str, Counter[str]] = defaultdict(Counter)
-    for old_id, new_id in pairs.items():
-        a, b = ids.ancestors(old[old_id].module_path), ids.ancestors(new[new_id].module_path)
+    # Pairs of module paths first: a graph has far fewer of them than pairs of nodes.
+    paths = Counter((old[old_id].module_path, new[new_id].module_path) for old_id, new_id in pairs.items())
+    for (old_path, new_path), count in paths.items():
+        a, b = ids.ancestors(old_path), ids.ancestors(new_path)
         if len(a) != len(b):  # wrapped into a new container: a move, not a rename
             continue
-        for old_path, new_path in zip(a, b):
-            votes[old_path][new_path] += 1
+        for old_part, new_part in zip(a, b):
+            votes[old_part][new_part] += count
     best = {path: counts.most_common(1)[0] for path, counts in votes.items() if path}
     # Two old modules cannot become one new module: the better supported claim wins.
     claims: dict[str, tuple[int, str]] = {}
@@ -50,6 +60,145 @@ def _module_renames(pairs: dict[str, str], old: dict[str, Node], new: dict[str, 
         if target not in claims or count > claims[target][0]:
             claims[target] = (count, path)
     return {path: target for target, (_, path) in claims.items() if path != target}
+
+
+#: The most work difflib is given for one stretch: (candidate pairs + length) * length,
+#: about 50 ms in its worst case (the same two signatures alternating on both sides).
+DIFFLIB_WORK = 5_000_000
+
+Block = tuple[bool, int, int, int, int]  # (equal, old start, old end, new start, new end)
+
+
+def align(a: Sequence[Any], b: Sequence[Any]) -> list[Block]:
+    """Equal runs and the unaligned regions between them, in order, covering ``a`` and ``b``.
+
+    What difflib would find on small inputs (and on large ones whose change is one
+    stretch, after the common head and tail are set aside); near-linear on any input.
+    """
+    found: list[Block] = []
+    stack = [(0, len(a), 0, len(b))]
+    while stack:
+        alo, ahi, blo, bhi = stack.pop()
+        # The common head and tail are aligned as they are.
+        head = alo
+        while head < ahi and head - alo + blo < bhi and a[head] == b[head - alo + blo]:
+            head += 1
+        tail = 0
+        while tail < min(ahi - head, bhi - blo - (head - alo)) and a[ahi - 1 - tail] == b[bhi - 1 - tail]:
+            tail += 1
+        middle = (head, ahi - tail, blo + head - alo, bhi - tail)
+        inner = _inner_blocks(a, b, *middle)
+        if inner is None:  # too big for difflib: cut at anchors, align each piece the same way
+            pieces = _between_anchors(a, b, *middle)
+            if pieces is None:
+                inner = [(False, *middle)]
+            else:
+                inner = []
+                stack.extend(reversed(pieces))  # popped in order; equal anchors come in between
+        blocks: list[Block] = []
+        if head > alo:
+            blocks.append((True, alo, head, blo, blo + head - alo))
+        blocks += inner
+        if tail:
+            blocks.append((True, ahi - tail, ahi, bhi - tail, bhi))
+        found += blocks
+    return _in_order(found)
+
+
+def _inner_blocks(
+    a: Sequence[Any], b: Sequence[Any], alo: int, ahi: int, blo: int, bhi: int
+) -> list[Block] | None:
+    """difflib's blocks of ``a[alo:ahi]`` against ``b[blo:bhi]``; None when that is too much work for it."""
+    if alo == ahi and blo == bhi:
+        return []
+    if alo == ahi or blo == bhi:
+        return [(False, alo, ahi, blo, bhi)]
+    counts = Counter(a[alo:ahi])
+    length = (ahi - alo) + (bhi - blo)
+    candidates = sum(counts[sig] for sig in b[blo:bhi])
+    if (candidates + length) * length > DIFFLIB_WORK:
+        return None
+    matcher = SequenceMatcher(
+        None, a[alo:ahi], b[blo:bhi],
+        autojunk=False,  # repeated ops (view, add) are the substance here, not junk
+    )  # fmt: skip
+    return [
+        (tag == "equal", alo + i1, alo + i2, blo + j1, blo + j2)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+    ]
+
+
+def _between_anchors(
+    a: Sequence[Any], b: Sequence[Any], alo: int, ahi: int, blo: int, bhi: int
+) -> list[tuple[int, int, int, int]] | None:
+    """The stretches between anchors, and each anchor as a stretch of its own; None without anchors.
+
+    An anchor is a signature found exactly once on each side; of those, the longest run
+    that is in the same order on both sides is kept (patience sorting, O(n log n)).
+    """
+    once_a = _positions_of_unique(a, alo, ahi)
+    once_b = _positions_of_unique(b, blo, bhi)
+    candidates = [(i, once_b[sig]) for sig, i in once_a.items() if sig in once_b]
+    candidates.sort()
+    anchors = _longest_increasing(candidates)
+    if not anchors:
+        return None
+    pieces = []
+    previous_a, previous_b = alo, blo
+    for i, j in anchors:
+        pieces.append((previous_a, i, previous_b, j))
+        pieces.append((i, i + 1, j, j + 1))
+        previous_a, previous_b = i + 1, j + 1
+    pieces.append((previous_a, ahi, previous_b, bhi))
+    return pieces
+
+
+def _positions_of_unique(items: Sequence[Any], lo: int, hi: int) -> dict[Any, int]:
+    """Position of every item that occurs once in ``items[lo:hi]``."""
+    seen: dict[Any, int] = {}
+    repeated = set()
+    for position in range(lo, hi):
+        item = items[position]
+        if item in seen:
+            repeated.add(item)
+        else:
+            seen[item] = position
+    return {item: position for item, position in seen.items() if item not in repeated}
+
+
+def _longest_increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The longest subsequence of ``pairs`` (sorted by first) whose seconds increase."""
+    tails: list[int] = []  # tails[k]: index into pairs of the best run of length k + 1
+    tail_values: list[int] = []
+    before: list[int] = [-1] * len(pairs)
+    for index, (_, j) in enumerate(pairs):
+        k = bisect.bisect_left(tail_values, j)
+        if k:
+            before[index] = tails[k - 1]
+        if k == len(tails):
+            tails.append(index)
+            tail_values.append(j)
+        else:
+            tails[k], tail_values[k] = index, j
+    run = []
+    index = tails[-1] if tails else -1
+    while index != -1:
+        run.append(pairs[index])
+        index = before[index]
+    return run[::-1]
+
+
+def _in_order(blocks: list[Block]) -> list[Block]:
+    """Blocks sorted by position, neighbouring equal runs joined, empty ones dropped."""
+    joined: list[Block] = []
+    for block in sorted(blocks, key=lambda block: (block[1], block[3])):
+        if block[1] == block[2] and block[3] == block[4]:
+            continue
+        if joined and block[0] and joined[-1][0] and joined[-1][2] == block[1] and joined[-1][4] == block[3]:
+            joined[-1] = (True, joined[-1][1], block[2], joined[-1][3], block[4])
+        else:
+            joined.append(block)
+    return joined
 
 
 def match(old: Trace, new: Trace) -> Matching:
@@ -60,26 +209,11 @@ def match(old: Trace, new: Trace) -> Matching:
     new_classes = {m.path: m.class_name for m in new.modules}
     old_sigs = [_signature(n, old_classes) for n in old.nodes]
     new_sigs = [_signature(n, new_classes) for n in new.nodes]
-    # The common head and tail are aligned as they are; the matcher, quadratic at worst,
-    # only sees the middle where the change is.
-    head, tail, limit = 0, 0, min(len(old_sigs), len(new_sigs))
-    while head < limit and old_sigs[head] == new_sigs[head]:
-        head += 1
-    while tail < limit - head and old_sigs[-1 - tail] == new_sigs[-1 - tail]:
-        tail += 1
-    matcher = difflib.SequenceMatcher(
-        None, old_sigs[head : len(old_sigs) - tail], new_sigs[head : len(new_sigs) - tail],
-        autojunk=False,  # repeated ops (view, add) are the substance here, not junk
-    )  # fmt: skip
-    ends = [
-        *zip(old.nodes[:head], new.nodes[:head]),
-        *zip(old.nodes[len(old.nodes) - tail :], new.nodes[len(new.nodes) - tail :]),
-    ]
-    pairs = {o.node_id: n.node_id for o, n in ends}
+    pairs: dict[str, str] = {}
     regions = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        old_part, new_part = old.nodes[head + i1 : head + i2], new.nodes[head + j1 : head + j2]
-        if tag == "equal":
+    for equal, i1, i2, j1, j2 in align(old_sigs, new_sigs):
+        old_part, new_part = old.nodes[i1:i2], new.nodes[j1:j2]
+        if equal:
             pairs.update(zip((n.node_id for n in old_part), (n.node_id for n in new_part)))
         else:
             regions.append((old_part, new_part))
@@ -135,21 +269,20 @@ def match(old: Trace, new: Trace) -> Matching:
 
 
 def numbered_runs(
-    items: Sequence[T], path: Callable[[T], str], follows: Callable[[T, T], bool]
+    items: Sequence[T], place: Callable[[T], tuple[Any, int | None]], follows: Callable[[T, T], bool]
 ) -> list[list[T]]:
-    """Split ``items`` into runs of numbered siblings: ``a.3``, ``a.4``, ... in a row.
+    """Split ``items`` into runs of numbered items in a row: ``a.3``, ``a.4``, ... or ``cell:2``, ``cell:3``, ...
 
-    An item continues the run before it when its ``path`` is the next index under the
-    same parent and ``follows(previous, item)`` agrees (same class, same shift...).
+    ``place`` says where an item sits: ``(parent, index)``, the index None for an item
+    that is not numbered (:func:`ids.split_numbered` of a path). An item continues the run
+    before it when it is the next index under the same parent and ``follows(previous,
+    item)`` agrees (same class, same shift...).
     """
     found: list[list[T]] = []
     for item in items:
         if found:
             previous = found[-1][-1]
-            (p_parent, p_index), (parent, index) = (
-                ids.split_numbered(path(previous)),
-                ids.split_numbered(path(item)),
-            )
+            (p_parent, p_index), (parent, index) = place(previous), place(item)
             if (
                 p_index is not None
                 and index == p_index + 1
@@ -182,5 +315,5 @@ def rename_runs(renames: dict[str, str]) -> list[tuple[str, str]]:
 
     return [
         (ids.run(run[0][0], run[-1][0]), ids.run(run[0][1], run[-1][1]))
-        for run in numbered_runs(top, lambda pair: pair[0], same_shift)
+        for run in numbered_runs(top, lambda pair: ids.split_numbered(pair[0]), same_shift)
     ]

@@ -7,14 +7,16 @@ them, modules as clusters; ``depth`` collapses deeper modules into one box each,
 
 Diff picture: the union of both graphs, added green, removed red, changed orange with
 ``old -> new`` in the label, unchanged grey. On a big graph a whole added or removed
-module is one box, the rest is cropped to ``hops`` steps around the changes, and modules
-with nothing kept inside are collapsed into boxes, runs of numbered siblings
-(``transformer.h.0..4``) into one.
+module is one box, the rest is cropped to ``hops`` steps around the changes (not through
+hubs, such as the input every step of a loop reads), and modules with nothing kept inside
+are collapsed into boxes, runs of numbered siblings (``transformer.h.0..4``, of any
+classes) and of back-to-back calls of one module (``cell:1..5000``) into one.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
@@ -26,6 +28,10 @@ from .trace import ModuleInfo, Node, NodeKind, TensorSpec, Trace
 
 #: Diff graphs with more nodes than this are cropped to the neighbourhood of the changes.
 CROP_ABOVE = 40
+#: A vertex with more edges than this is a hub: the crop keeps it but does not spread through it.
+HUB_DEGREE = 32
+#: Numbered siblings of different classes fold into one box from this many on.
+MIXED_RUN = 3
 #: Longest line of a label; longer ones are cut with ``...``.
 MAX_LINE = 48
 #: The file formats a picture can be drawn in (and ``gv`` for the DOT source itself).
@@ -334,17 +340,25 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
             state = State.REMOVED
         else:
             state = State.of(changes[0].effect) if changes else State.SAME
-        lines = _node_lines(node, old_specs if was_removed else new_specs)
+        if cropped and state is State.SAME:  # most of these are folded away: labelled at the end
+            lines: list[str] = []
+            unlabelled[key] = node
+        else:
+            lines = _node_lines(node, old_specs if was_removed else new_specs)
         if state is State.CHANGED:
             shape_changed = any(c.kind is ChangeKind.OUTPUT_CHANGED for c in changes)
             lines = lines[: 1 if shape_changed else 2] + [
                 line for c in changes[:4] for line in _change_lines(c)
             ]
-        chain = _cluster_chain(scope, modules, rolled=False)
+        chain = chains.get(scope)
+        if chain is None:  # the steps of a loop share a few scopes: each chain made once
+            chain = chains[scope] = _cluster_chain(scope, modules, rolled=False)
         shown = [removals[node.node_id]] if was_removed and node.node_id in removals else changes
         tooltip = _tooltip(node.node_id, shown)
         graph.vertices[key] = Vertex(lines, chain, state, tooltip, Shape.of(node.kind))
         for cluster in chain:
+            if cluster in graph.clusters:
+                continue
             path = ids.scope_path(cluster)
             label = _cluster_label(cluster, modules, rolled=False)
             if path in renamed_from:
@@ -352,6 +366,9 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
             label = "\n".join([label, *notes.get(path, [])])  # config old -> new, under the name
             graph.clusters.setdefault(cluster, (label, module_state.get(path, State.SAME)))
 
+    cropped = len(new.nodes) + len(removed) > crop_above
+    chains: dict[str, tuple[str, ...]] = {}
+    unlabelled: dict[str, Node] = {}
     for node in new.nodes:
         add(node, node.node_id, node.scope, was_removed=False)
     for node in old.nodes:
@@ -369,9 +386,13 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
     for edge, state in (new_edges | old_edges).items():
         if edge[0] in graph.vertices and edge[1] in graph.vertices:
             graph.edges[edge] = State.SAME if edge in new_edges and edge in old_edges else state
-    if len(graph.vertices) <= crop_above:
+    if not cropped:
         return graph
-    return _crop(_fold_whole_modules(graph, modules, comparison), modules, hops=hops)
+    drawn = _crop(_fold_whole_modules(graph, modules, comparison), modules, hops=hops)
+    for key, node in unlabelled.items():
+        if key in drawn.vertices:
+            drawn.vertices[key].lines = _node_lines(node, new_specs)
+    return drawn
 
 
 def _fold_whole_modules(graph: Graph, modules: dict[str, ModuleInfo], comparison: Comparison) -> Graph:
@@ -398,12 +419,16 @@ def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
     keep = {key for key, v in graph.vertices.items() if v.state is not State.SAME}
     frontier = set(keep)
     for _ in range(hops):
-        frontier = {n for key in frontier for n in neighbours[key]} - keep
+        # A hub (the input every step of a loop reads) is kept, but the crop goes no further
+        # through it: its neighbours are the whole graph, not the change's neighbourhood.
+        frontier = {n for key in frontier if len(neighbours[key]) <= HUB_DEGREE for n in neighbours[key]}
+        frontier -= keep
         keep |= frontier
     open_clusters = {c for key in keep for c in graph.vertices[key].clusters}
     target: dict[str, str] = {}
     boxes: dict[str, _Box] = {}
     last_in: dict[str, str] = {}  # cluster -> box (or vertex) of the latest vertex inside it
+    order: list[str] = []  # boxes and kept vertices in graph order
     for key, vertex in graph.vertices.items():
         chain = vertex.clusters
         closed = next((c for c in chain if c not in open_clusters), None)
@@ -421,29 +446,16 @@ def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
             boxes.setdefault(box, _Box(["..."], chain, State.SAME, noun))
         else:
             box = f"module {closed}"
-            state = graph.clusters.get(closed, ("", State.SAME))[1]
-            boxes[box] = _module_box(closed, chain, modules, state)
+            if box not in boxes:  # the same box for every vertex inside the closed cluster
+                state = graph.clusters.get(closed, ("", State.SAME))[1]
+                boxes[box] = _module_box(closed, chain, modules, state)
         if box != key:
             target[key] = box
         for cluster in ("", *chain):
             last_in[cluster] = box
-    # Runs of numbered siblings of one class (transformer.h.0 .. h.4) become one box.
-    runs: dict[str, str] = {}  # module box -> the first box of its run
-    module_boxes = sorted(
-        (b.removeprefix("module ") for b in boxes if b.startswith("module ")), key=_numbered
-    )
-
-    def same_kind(previous: str, this: str) -> bool:
-        a, b = modules.get(previous), modules.get(this)
-        same_place = boxes[f"module {previous}"][1:] == boxes[f"module {this}"][1:]
-        return a is not None and b is not None and a.class_name == b.class_name and same_place
-
-    for run in numbered_runs(module_boxes, lambda path: path, same_kind):
-        if len(run) > 1:
-            first = f"module {run[0]}"
-            runs.update((f"module {path}", first) for path in run[1:])
-            label = f"{ids.run(run[0], run[-1])} ({modules[run[0]].class_name})"
-            boxes[first] = boxes[first]._replace(lines=[label])
+        if not order or order[-1] != box:
+            order.append(box)
+    runs = _fold_runs(boxes, modules, order)
     target = {key: runs.get(box, box) for key, box in target.items()}
     # A "..." standing for one node hides more than it saves: draw the node.
     sizes = Counter(target.values())
@@ -451,7 +463,62 @@ def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
     return _collapse(graph, target, boxes)
 
 
-def _numbered(path: str) -> tuple[str, int]:
-    """Sort key of module paths that puts numbered siblings in index order (``blocks.2`` before ``blocks.10``)."""
-    parent, index = ids.split_numbered(path)
-    return (parent, -1) if index is None else (parent, index)
+def _fold_runs(boxes: dict[str, _Box], modules: dict[str, ModuleInfo], order: list[str]) -> dict[str, str]:
+    """Runs of collapsed modules in a row become one box; returns box -> the first box of its run.
+
+    A run is numbered siblings (``transformer.h.0..4``) or calls of one module, one right
+    after the other in graph ``order`` (``cell:2..5000``), in the same cluster and state.
+    Siblings of different classes (a Sequential of ReLU, Tanh, ...) fold when there are
+    at least :data:`MIXED_RUN` of them; two of different classes stay two boxes.
+    """
+    keys = {b.removeprefix("module "): b for b in boxes if b.startswith("module ")}
+    position = {box: k for k, box in enumerate(order)}
+
+    def where(key: str) -> tuple[tuple[int, str], int | None]:
+        path, call = ids.split_scope(key)
+        info = modules.get(path)
+        if info is not None and info.calls > 1:  # the calls of one module, numbered by call
+            return (1, path), call
+        parent, index = ids.split_numbered(key)
+        return (0, parent), index
+
+    places = {key: where(key) for key in keys}
+    place = places.__getitem__
+
+    def class_of(key: str) -> str:
+        info = modules.get(ids.scope_path(key))
+        return info.class_name if info is not None else ""
+
+    def same_place(previous: str, this: str) -> bool:
+        if not (class_of(previous) and class_of(this)) or boxes[keys[previous]][1:] != boxes[keys[this]][1:]:
+            return False
+        # Calls fold only back to back: a ReLU used twice in a block has other boxes between its calls.
+        return place(this)[0][0] == 0 or position.get(keys[this], -1) == position.get(keys[previous], -2) + 1
+
+    def same_class(previous: str, this: str) -> bool:
+        return same_place(previous, this) and class_of(previous) == class_of(this)
+
+    ordered = sorted(keys, key=lambda key: (places[key][0], places[key][1] or -1))
+    runs: dict[str, str] = {}
+    for run in numbered_runs(ordered, place, same_place):
+        classes = list(dict.fromkeys(map(class_of, run)))
+        pieces = (
+            [run] if len(classes) == 1 or len(run) >= MIXED_RUN else numbered_runs(run, place, same_class)
+        )
+        for piece in pieces:
+            if len(piece) < 2:
+                continue
+            first = keys[piece[0]]
+            runs.update((keys[key], first) for key in piece[1:])
+            shown = ", ".join(classes[:3]) + (", ..." if len(classes) > 3 else "")
+            if len(pieces) > 1:
+                shown = class_of(piece[0])
+            boxes[first] = boxes[first]._replace(lines=[f"{_run_name(piece, place)} ({shown})"])
+    return runs
+
+
+def _run_name(run: list[str], place: Callable[[str], tuple[tuple[int, str], int | None]]) -> str:
+    (kind, path), first = place(run[0])
+    if kind == 1:
+        return ids.call_run(path, first or 1, place(run[-1])[1] or 1)
+    return ids.run(run[0], run[-1])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import random
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pytest_modellens as pm
-from pytest_modellens import differ
+from pytest_modellens import differ, match
 from pytest_modellens.causes import explain
 from pytest_modellens.changes import Change, ChangeKind
 from pytest_modellens.report import change_lines, headline
@@ -278,3 +280,112 @@ def test_bad_input() -> None:
         pm.diff("{", traced())
     with pytest.raises(TypeError, match="Traces or snapshot texts"):
         pm.diff(traced(), 3)  # type: ignore[arg-type]
+
+
+# -- big graphs: the alignment stays near-linear ---------------------------------------
+
+
+class StepCell(nn.Module):
+    def __init__(self, act: str) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.act = act
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return getattr(torch, self.act)(self.fc(x) + h)
+
+
+class StepLoop(nn.Module):
+    """A cell called once per step of its input: three ops a step, all under ``cell:<step>``."""
+
+    def __init__(self, act: str = "tanh") -> None:
+        super().__init__()
+        self.cell = StepCell(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(x.shape[1], 4)
+        for step in x:
+            h = self.cell(step, h)
+        return h
+
+
+def _reference_align(a: list[object], b: list[object]) -> list[tuple[bool, int, int, int, int]]:
+    """The alignment before it was bounded: common head and tail, difflib on the middle."""
+    head, tail, limit = 0, 0, min(len(a), len(b))
+    while head < limit and a[head] == b[head]:
+        head += 1
+    while tail < limit - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    matcher = difflib.SequenceMatcher(None, a[head : len(a) - tail], b[head : len(b) - tail], autojunk=False)
+    blocks = [(True, 0, head, 0, head)] if head else []
+    blocks += [
+        (tag == "equal", head + i1, head + i2, head + j1, head + j2)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+    ]
+    if tail:
+        blocks.append((True, len(a) - tail, len(a), len(b) - tail, len(b)))
+    return blocks
+
+
+def test_small_alignments_are_what_difflib_finds() -> None:
+    rng = random.Random(0)
+    for _ in range(300):
+        a = [rng.choice("abcde") for _ in range(rng.randrange(0, 40))]
+        b = [rng.choice("abcdef") for _ in range(rng.randrange(0, 40))]
+        assert match.align(a, b) == _reference_align(a, b), (a, b)
+
+
+@pytest.mark.parametrize("shape", ["alternating", "unique", "shifted"])
+def test_big_alignments_cover_both_sides_in_order_and_give_difflib_only_small_pieces(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 6000
+    if shape == "alternating":  # the same two signatures over and over, one of them changed
+        a, b = ["linear", "tanh"] * n, ["linear", "sigmoid"] * n
+    elif shape == "unique":  # every signature once, every other one changed
+        a = [("op", k) for k in range(2 * n)]
+        b = [("op", k) if k % 2 else ("new", k) for k in range(2 * n)]
+    else:  # one signature inserted near the start, one removed near the end, changes at both ends
+        a = ["x", *[("op", k) for k in range(2 * n)], "y"]
+        b = ["z", *[("op", k) for k in range(2 * n) if k != 2 * n - 7], "w"]
+        b.insert(5, "inserted")
+    given: list[int] = []
+    real = difflib.SequenceMatcher
+
+    def spy(isjunk: object, left: list[object], right: list[object], **options: object) -> object:
+        given.append(len(left) + len(right))
+        return real(isjunk, left, right, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(match, "SequenceMatcher", spy)
+    blocks = match.align(a, b)
+    assert max(given, default=0) <= 2000  # of 24000
+    i = j = 0
+    for equal, i1, i2, j1, j2 in blocks:
+        assert (i1, j1) == (i, j)
+        if equal:
+            assert a[i1:i2] == b[j1:j2]
+        i, j = i2, j2
+    assert (i, j) == (len(a), len(b))
+    if shape == "shifted":  # the long common middle is one equal run, in spite of the shift
+        assert max(i2 - i1 for equal, i1, i2, _, _ in blocks if equal) > 2 * n - 20
+
+
+def test_an_op_changed_in_every_step_of_a_long_loop_is_paired_step_by_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    steps = 1500  # 4500 nodes: the whole middle went to difflib, which took minutes at 20k
+    x = torch.randn(steps, 1, 4)
+    old, new = pm.trace(StepLoop(), x), pm.trace(StepLoop("sigmoid"), x)
+    given: list[int] = []
+    real = difflib.SequenceMatcher
+
+    def spy(isjunk: object, left: list[object], right: list[object], **options: object) -> object:
+        given.append(len(left) + len(right))
+        return real(isjunk, left, right, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(match, "SequenceMatcher", spy)
+    changes = pm.diff(old.dumps(), new.dumps())
+    assert max(given, default=0) <= 2000
+    assert {c.kind for c in changes} == {ChangeKind.OP_CHANGED}
+    assert [c.subject for c in changes[:3]] == ["cell/sigmoid", "cell:2/sigmoid", "cell:3/sigmoid"]
+    assert len(changes) == steps

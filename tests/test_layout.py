@@ -23,11 +23,12 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "ids": set(),
     "trace": {"ids", "errors"},
-    "canonical": {"ids", "errors", "trace"},
+    "canonical": {"ids", "errors", "trace", "gcpause"},
     "log": {"ids", "trace"},
     "changes": {"ids", "trace"},
     "match": {"ids", "trace", "changes"},
-    "differ": {"ids", "trace", "canonical", "changes", "match"},
+    "gcpause": set(),
+    "differ": {"ids", "trace", "canonical", "changes", "match", "gcpause"},
     "picture": {"ids", "trace", "changes", "match"},
     "render": {"errors", "trace", "changes", "picture"},
     "files": {"errors"},
@@ -43,7 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     "__main__": {"errors", "trace", "canonical"},
     "__init__": {"errors", "trace", "canonical", "changes"},
     "granularity": {"ids", "trace"},
-    "tracer": {"ids", "errors", "trace", "granularity", "tracer"},
+    "tracer": {"ids", "errors", "trace", "granularity", "tracer", "gcpause"},
 }
 #: Module -> what it may import lazily, inside a function, beyond :data:`ALLOWED`.
 LAZY: dict[str, set[str]] = {

@@ -351,3 +351,88 @@ def test_model_pictures_have_a_legend_and_conditions_say_which_way_they_went() -
     )
     (condition,) = [v for v in graph.vertices.values() if v.kind == "condition"]
     assert condition.lines[-1] == "result: true"
+
+
+class ScaledLoop(nn.Module):
+    """The input scaled, then a cell called once per step of it (every step reads `unbind`), then a head."""
+
+    def __init__(self, scale: float = 2.0, head: int = 2) -> None:
+        super().__init__()
+        self.scale = scale
+        self.cell = nn.RNNCell(4, 4)
+        self.head = nn.Linear(4, head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.scale
+        h = torch.zeros(x.shape[1], 4)
+        for step in x:
+            h = self.cell(step, h)
+        return self.head(h)
+
+
+def _mixed_chain(length: int, *, changed: int | None = None) -> nn.Sequential:
+    kinds = (nn.ReLU, nn.Tanh, nn.Sigmoid)
+    return nn.Sequential(*(nn.GELU() if k == changed else kinds[k % 3]() for k in range(length)))
+
+
+def test_a_long_chain_of_siblings_of_mixed_classes_folds_around_its_one_change() -> None:
+    x = torch.randn(1, 8)
+    graph = render.diff_graph(
+        compare(pm.trace(_mixed_chain(3000), x), pm.trace(_mixed_chain(3000, changed=1500), x))
+    )
+    assert len(graph.vertices) < 15  # of 3002 nodes, each its own module
+    labels = [vertex.lines[0] for vertex in graph.vertices.values()]
+    assert "0..1497 (ReLU, Tanh, Sigmoid)" in labels and "1503..2999 (ReLU, Tanh, Sigmoid)" in labels
+    assert graph.vertices["1500/gelu"].state == "changed"
+
+
+def test_two_siblings_of_different_classes_stay_two_boxes() -> None:
+    x = torch.randn(1, 8)
+    graph = render.diff_graph(
+        compare(pm.trace(_mixed_chain(60), x), pm.trace(_mixed_chain(60, changed=4), x))
+    )
+    labels = [vertex.lines[0] for vertex in graph.vertices.values()]
+    assert "7..59 (Tanh, Sigmoid, ReLU)" in labels
+    assert "0..1 (ReLU, Tanh)" not in labels and "0 (ReLU)" in labels and "1 (Tanh)" in labels
+
+
+def test_the_calls_of_a_loop_fold_and_the_crop_does_not_spread_through_the_input_every_step_reads() -> None:
+    x = torch.randn(2000, 1, 4)
+    comparison = compare(pm.trace(ScaledLoop(), x), pm.trace(ScaledLoop(scale=3.0), x))
+    graph = render.diff_graph(comparison)
+    assert len(graph.vertices) < 10  # of 6005 nodes in 2000 clusters
+    assert graph.vertices["mul"].state == "changed"
+    assert graph.vertices["module cell"].lines == ["cell:1..2000 (RNNCell)", "2000 ops"]
+
+
+def test_a_change_after_a_loop_keeps_the_last_calls_open_and_folds_the_others() -> None:
+    x = torch.randn(2000, 1, 4)
+    graph = render.diff_graph(compare(pm.trace(ScaledLoop(), x), pm.trace(ScaledLoop(head=3), x)))
+    assert len(graph.vertices) < 10
+    assert graph.vertices["module cell"].lines[0] == "cell:1..1998 (RNNCell)"  # two steps from the head: open
+    assert graph.vertices["cell:2000/rnn_tanh_cell"].state == "same"
+    assert graph.vertices["head/linear"].state == "changed"
+
+
+def test_a_module_called_twice_with_other_boxes_between_keeps_its_calls_apart() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.act, self.fc, self.blocks = (
+                nn.ReLU(),
+                nn.Linear(4, 4),
+                nn.Sequential(*(Block() for _ in range(20))),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.blocks(self.act(self.fc(self.act(x))))
+
+    changed = Twice()
+    changed.blocks[19].extra = True
+    graph = render.diff_graph(
+        compare(
+            pm.trace(Twice(), X[:, :3].repeat(1, 2)[:, :4]), pm.trace(changed, X[:, :3].repeat(1, 2)[:, :4])
+        )
+    )
+    labels = [vertex.lines[0] for vertex in graph.vertices.values()]
+    assert "act (ReLU)" in labels and "act:2 (ReLU)" in labels

@@ -127,3 +127,50 @@ def test_statistics_on_the_meta_device_are_refused() -> None:
         lens.TraceError, match="statistics need tensor values.*meta device.*without stats=True"
     ):
         lens.trace(net, torch.ones(1, 2, device="meta"), stats=True)
+
+
+def _values() -> list[torch.Tensor]:
+    """Tensors of every kind a forward makes, finite or not, for the two ways statistics are taken."""
+    torch.manual_seed(0)
+    base = torch.randn(5, 7) * 100
+    found = [base, base.t(), base[:, ::2], base.expand(3, 5, 7), torch.tensor(3.5), torch.tensor([-0.0, 0.0])]
+    found += [base.to(dtype) for dtype in (torch.float16, torch.bfloat16, torch.float64)]
+    found += [
+        (base * 1e3).to(dtype) for dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+    ]
+    found += [torch.tensor([2**62, -(2**61), 7]), base > 0, torch.randn(4, dtype=torch.complex64)]
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for dtype in (torch.float32, torch.float16, torch.float64):
+            holed = base.clone().to(dtype)
+            holed[1, 2] = bad
+            found.append(holed)
+    found += [torch.full((3,), float("nan")), torch.tensor([float("inf"), float("-inf")])]
+    return found
+
+
+@pytest.mark.parametrize("index", range(len(_values())))
+def test_the_quick_statistics_equal_the_masked_ones(index: int) -> None:
+    from pytest_modellens.tracer.describe import _masked_stats, compute_stats
+
+    tensor = _values()[index]
+    values = tensor.abs() if tensor.is_complex() else tensor
+    assert compute_stats(tensor) == _masked_stats(values.to(torch.float64))
+
+
+def test_a_tensor_handed_back_unchanged_keeps_its_statistics_and_one_written_in_place_gets_new_ones() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 8)
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.drop(self.fc(x))  # in eval, dropout returns the very tensor it was given
+            return y.relu_()  # the same tensor again, now written
+
+    torch.manual_seed(0)
+    trace = lens.trace(Net().eval(), torch.randn(16, 3), stats=True)
+    fc, drop, relu, out = (trace.node(i).stats[0] for i in ("fc/linear", "drop/dropout", "relu_", "output"))
+    assert fc is not None and relu is not None
+    assert drop == fc and fc.min is not None and fc.min < 0
+    assert relu.min == 0.0 and relu != fc and out == relu

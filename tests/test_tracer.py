@@ -88,6 +88,10 @@ def test_a_torchscript_module_is_one_op_reading_its_parameters() -> None:
     nodes = nodes_of(lens.trace(model, torch.ones(2, 3)))
     assert nodes["body/Sequential"]["in"] == ["input:x", "param:body.0.weight", "param:body.0.bias"]
     assert nodes["head/linear"]["in"][0] == "body/Sequential"
+    # Its statistics are taken inside the forward: the tracer's own ops are not the model's.
+    with_stats = lens.trace(model, torch.ones(2, 3), stats=True)
+    assert list(nodes_of(with_stats)) == list(nodes)
+    assert with_stats.node("body/Sequential").stats[0] is not None
 
 
 def test_conditions_record_which_way_the_branch_went() -> None:
@@ -135,6 +139,18 @@ def test_arguments_are_device_free_and_deterministic() -> None:
     assert nodes["zeros"]["args"] == {"0": 2, "device": "<device>"}
     assert nodes["mul"]["args"] == {"1": 0.5}  # a numpy scalar reads as its number
     assert nodes["log_softmax"]["args"] == {"dim": 0, "dtype": None}  # the private `_stacklevel` is left out
+
+
+def test_float_arguments_are_rounded_and_keep_their_sign_every_time() -> None:
+    def forward(self: nn.Module, x: Tensor) -> Tensor:
+        return (x * -0.0 + x * 0.0) * (1 / 3) + x * (1 / 3) * float("inf")
+
+    for _ in range(2):  # the second trace reads what the first one rounded
+        text = lens.trace(Lambda(forward), torch.ones(2)).dumps()
+        nodes = json.loads(text)["nodes"]
+        assert '"args": {"1": -0.0}' in text and '"args": {"1": 0.0}' in text
+        assert nodes["mul:3"]["args"] == nodes["mul:4"]["args"] == {"1": 0.33333333}
+        assert nodes["mul:5"]["args"] == {"1": "inf"}
 
 
 def test_the_same_model_on_the_meta_device_gives_the_same_snapshot() -> None:

@@ -29,6 +29,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 
 from .. import ids
 from ..errors import ModelStateWarning, TraceError
+from ..gcpause import gc_paused
 from ..granularity import check_depth, collapse
 from ..trace import Tolerance, Trace
 from . import constructs
@@ -115,6 +116,7 @@ def _leaf_paths(tree: ModuleTree, leaf_modules: Iterable[type | str], model: str
     return frozenset(found)
 
 
+@gc_paused  # the cyclic collector makes big traces superlinear; put back as it was after
 def trace(
     model: nn.Module,
     /,

@@ -33,14 +33,15 @@ _DUNDER_INPLACE = {"iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipo
 #: Device types: a string argument naming one (``x.to("cuda")``) is written ``<device>``.
 _DEVICE_TYPES = frozenset({"cpu", "cuda", "mps", "xpu", "meta", "hpu", "xla", "npu", "mtia", "ipu"})
 
-_op_names: dict[Any, str] = {}
+#: Op names by intercepted callable, filled by :func:`op_name`; the recorder's handler reads it first.
+OP_NAMES: dict[Any, str] = {}
 _dtype_names: dict[torch.dtype, str] = {}
 
 
 def op_name(func: Any) -> str:
     """The function-level name of an intercepted callable, cached per callable."""
     try:
-        return _op_names[func]
+        return OP_NAMES[func]
     except (KeyError, TypeError):
         pass
     name = getattr(func, "__name__", None) or type(func).__name__
@@ -52,7 +53,7 @@ def op_name(func: Any) -> str:
             name = name[1:] + "_"
     name = name.removesuffix(".default")  # torch.ops.aten.add.default
     try:
-        _op_names[func] = name
+        OP_NAMES[func] = name
     except TypeError:
         pass
     return name
@@ -89,6 +90,23 @@ def spec_of(tensor: Tensor) -> TensorSpec:
         return TensorSpec(dtype_name(tensor.dtype), tuple(shape))
 
 
+#: Float arguments already rounded: a forward passes the same few (``eps``, ``p``) again and again.
+_floats: dict[float, float | str] = {}
+
+
+def describe_float(value: float) -> float | str:
+    """A float argument rounded to :data:`ARG_FLOAT_DIGITS` significant digits (``nan``, ``inf`` as text)."""
+    try:
+        return _floats[value]
+    except KeyError:
+        pass
+    found: float | str = float(f"{value:.{ARG_FLOAT_DIGITS}g}") if math.isfinite(value) else str(value)
+    # Not NaN (never found again) nor zero (0.0 and -0.0 are one key but two texts).
+    if len(_floats) < MAX_CACHED_SPECS and value and not math.isnan(value):
+        _floats[value] = found
+    return found
+
+
 def describe(value: Any) -> Any:
     """A JSON-safe, device-free, deterministic description of a non-tensor argument."""
     if value is None or isinstance(value, (bool, int)):
@@ -96,9 +114,7 @@ def describe(value: Any) -> Any:
     if isinstance(value, str):
         return "<device>" if value.split(":", 1)[0] in _DEVICE_TYPES else value  # "cuda:0"
     if isinstance(value, float):
-        if math.isfinite(value):
-            return float(f"{value:.{ARG_FLOAT_DIGITS}g}")
-        return str(value)
+        return describe_float(value)
     if isinstance(value, Tensor):
         return "<tensor>"
     if isinstance(value, (list, tuple)):
@@ -128,13 +144,39 @@ def describe(value: Any) -> Any:
 
 
 def compute_stats(tensor: Tensor) -> Stats:
-    """Statistics of a tensor's finite values, computed in float64."""
+    """Statistics of a tensor's finite values, computed in float64.
+
+    Most tensors hold no NaN or Inf, and their minimum and maximum prove it: one
+    ``aminmax`` pass, the moments of one float64 copy, one ``tolist`` for all four off
+    the CPU (one device sync, not four). Only a tensor whose extremes are not finite takes the
+    masked path. Both give the same numbers: the same reductions of the same float64
+    values; the extremes of a float tensor are exact in float64.
+    """
     if tensor.numel() == 0 or tensor.is_meta:
         return Stats(None, None, None, None, 0, 0)
     values = tensor.detach()
     if values.is_complex():
         values = values.abs()
-    values = values.to(torch.float64)
+    if values.layout is not torch.strided or values.is_quantized:
+        return _masked_stats(values.to(torch.float64))
+    wide = values.to(torch.float64)
+    # Native floats: the extremes in their own dtype (half the bytes to read); anything
+    # else (ints beyond 2**53, bools) from the float64 copy, as the masked path reads them.
+    low, high = torch.aminmax(values if values.is_floating_point() else wide)
+    moments = (wide.mean(), wide.std(correction=0))
+    if values.device.type == "cpu":  # reading a CPU scalar costs no sync: skip the stack
+        mean, std, low_value, high_value = (*(m.item() for m in moments), low.item(), high.item())
+    else:
+        mean, std, low_value, high_value = torch.stack(
+            [*moments, low.to(torch.float64), high.to(torch.float64)]
+        ).tolist()
+    if math.isfinite(low_value) and math.isfinite(high_value):
+        return Stats(mean, std, low_value, high_value, 0, 0)
+    return _masked_stats(wide)
+
+
+def _masked_stats(values: Tensor) -> Stats:
+    """Statistics of the finite values of a float64 tensor that may hold NaN or Inf."""
     finite = torch.isfinite(values)
     nan = int(torch.isnan(values).sum())
     finite_count = int(finite.sum())

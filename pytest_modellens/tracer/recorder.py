@@ -213,7 +213,10 @@ class Recorder(TorchFunctionMode):
         op = getattr(module, "original_name", None) or type(module).__name__  # TorchScript keeps it
         inputs = [self.ref(t) for t in tensors_in(given, [])]
         inputs += [self.ref(p) for p in module.parameters()]
-        self._record(op, inputs, [], unknown)
+        with (
+            torch._C.DisableTorchFunction()
+        ):  # called from a hook, with the mode on: its statistics are no ops
+            self._record(op, inputs, [], unknown)
 
     # -- tensors ---------------------------------------------------------------------
 
