@@ -14,7 +14,7 @@ thread unless ``--threads`` says otherwise, so CPU time is the time of the work 
 - ``forward``: ``model(*args)`` under ``torch.no_grad()``;
 - ``floor``: the same under an empty ``TorchFunctionMode`` with two empty global module
   hooks: what any tracer of this design pays before it writes anything down;
-- ``modellens``: ``pytest_modellens.trace(model, *args).dumps()`` (``stats=True`` too);
+- ``modellens``: ``pytest_modellens.trace(model, *args, warmup=False).dumps()`` (``stats=True`` too; the warm-up is one more plain forward on top);
 - ``torchlens``: ``torchlens.trace(model, args)`` with its defaults (every activation
   saved), and ``torchlens meta``: with ``save=None`` (metadata only, the fair comparison),
   timed after the others because TorchLens wraps torch globally until told to unwrap;
@@ -155,9 +155,9 @@ def _call(model: Any, args: tuple[Any, ...], method: str) -> Callable[[], Any]:
     if method == "floor":
         return floor
     if method == "modellens":
-        return lambda: pytest_modellens.trace(model, *args).dumps()
+        return lambda: pytest_modellens.trace(model, *args, warmup=False).dumps()
     if method == "modellens stats":
-        return lambda: pytest_modellens.trace(model, *args, stats=True).dumps()
+        return lambda: pytest_modellens.trace(model, *args, stats=True, warmup=False).dumps()
     if method in ("torchlens", "torchlens meta"):
         import torchlens
 
