@@ -8,9 +8,9 @@ The only package that imports torch. Its modules:
 - :mod:`.state`: what a forward may change, saved and put back; the fixture's seeding;
 - :mod:`.flops`: the opt-in FLOP count, torch's ``FlopCounterMode`` attributed to each node;
 - :mod:`.warmup`: the untraced forward before the traced one, so first-call caches do not show;
-- :mod:`.constructs`: ``torch.vmap`` and ``torch.cond`` as a trace shows them.
+- :mod:`.constructs`: ``torch.vmap`` and ``torch.cond`` as a trace shows them;
 - :mod:`.writes`: what an operation writes, saved before and, through a view, rebound after;
-- :mod:`.order`: interchangeable module calls in one order, whatever order the forward ran them in;
+- :mod:`.order`: interchangeable module calls in one order, whatever order the forward ran them in.
 """
 
 from __future__ import annotations
