@@ -19,6 +19,8 @@ Dumping, loading and dumping again gives the same bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 from . import ids
@@ -56,13 +58,18 @@ def _out(specs: tuple[TensorSpec, ...]) -> str | list[str]:
     return str(specs[0]) if len(specs) == 1 else [str(s) for s in specs]
 
 
+_OP = NodeKind.OP
+
+
 def _node_data(node: Node) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     kind = node.kind
-    if kind is not NodeKind.OP:
-        entry["kind"] = kind.value
-    if kind.in_forward:
+    if kind is _OP:  # most nodes: answered without the enum's property
         entry["op"] = node.op
+    else:
+        entry["kind"] = kind.value
+        if kind.in_forward:
+            entry["op"] = node.op
     if node.inputs:
         entry["in"] = list(node.inputs)
     if node.args:
@@ -83,7 +90,7 @@ def _stats_data(stats: Stats) -> dict[str, Any]:
 
 def to_data(trace: Trace) -> dict[str, Any]:
     """The canonical plain-data form of a trace (what the snapshot file holds)."""
-    passes = trace.passes  # walks every node: once, not again for `recurrent`
+    param_ops, passes = trace.parameter_use()  # one walk of the nodes for both
     params, trainable = trace.param_count, trace.trainable_count
     summary = {
         "model": trace.model,
@@ -96,7 +103,7 @@ def to_data(trace: Trace) -> dict[str, Any]:
         "trainable_params": trainable,
         "frozen_params": params - trainable,
         "param_bytes": trace.param_bytes,
-        "param_ops": trace.param_op_count,
+        "param_ops": param_ops,
         "modules": max(len(trace.modules) - 1, 0),
         "recurrent": passes > 1,
         "passes": passes,
@@ -136,9 +143,50 @@ def to_data(trace: Trace) -> dict[str, Any]:
 # -- data <-> text ---------------------------------------------------------------------
 
 
-#: One encoder for every value: ``json.dumps`` with options builds a new encoder per call,
-#: which is most of the cost of a one-line value.
-_json = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+def _make_encoder() -> Callable[[Any], str]:
+    """``json.dumps(value, ensure_ascii=False, separators=(", ", ": "))``, made once.
+
+    ``json.dumps`` with options builds a new encoder per call, and each call of an
+    encoder's ``encode`` builds a new C encoder inside it: most of the cost of a one-line
+    value. The C encoder is made once here (where this Python has it) and called directly;
+    the text is the same either way.
+    """
+    options = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return options.encode
+    encode = make(
+        None, options.default, encode_basestring, None, ": ", ", ", False, False, True
+    )  # no circular check (the data is a tree), a TypeError for what JSON cannot hold, NaN allowed
+
+    def encoded(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return encoded
+
+
+_json = _make_encoder()
+
+
+def _encoded(value: Any) -> str:
+    """``_json(value)``, with the plain values most entries are written here, as JSON writes them."""
+    kind = value.__class__
+    if kind is str:
+        return encode_basestring(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return _json(value)
+
+
+def _entry(key: Any, value: Any) -> str:
+    """One line of a section: ``"key": value``."""
+    if key.__class__ is str:
+        return f"    {encode_basestring(key)}: {_encoded(value)}"
+    return f"    {_json({key: value})[1:-1]}"  # JSON writes a number or bool key as a string
 
 
 def format_data(data: dict[str, Any]) -> str:
@@ -146,8 +194,7 @@ def format_data(data: dict[str, Any]) -> str:
     sections = []
     for key, value in data.items():
         if isinstance(value, dict) and value:
-            # '{"key": value}' less its braces is the line: one encoder call per entry.
-            lines = ",\n".join(f"    {_json({k: v})[1:-1]}" for k, v in value.items())
+            lines = ",\n".join([_entry(k, v) for k, v in value.items()])
             sections.append(f"  {_json(key)}: {{\n{lines}\n  }}")
         else:
             sections.append(f"  {_json(key)}: {_json(value)}")

@@ -23,8 +23,6 @@ change in one place of a model changes the ids of that place only (see DESIGN.md
 from __future__ import annotations
 
 import difflib
-from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -72,20 +70,27 @@ class TensorSpec:
 
     dtype: str
     shape: tuple[int, ...]
+    # Made once: a snapshot writes the text, and its summary the size, of every output.
+    _text: str = field(init=False, repr=False, compare=False)
+    _numel: int = field(init=False, repr=False, compare=False)
 
-    def __str__(self) -> str:
-        return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
-
-    @property
-    def numel(self) -> int:
+    def __post_init__(self) -> None:
         count = 1
         for size in self.shape:
             count *= size
-        return count
+        object.__setattr__(self, "_numel", count)
+        object.__setattr__(self, "_text", f"{self.dtype}[{', '.join(map(str, self.shape))}]")
+
+    def __str__(self) -> str:
+        return self._text
+
+    @property
+    def numel(self) -> int:
+        return self._numel
 
     @property
     def nbytes(self) -> int:
-        return self.numel * DTYPE_SIZES.get(self.dtype, 0)
+        return self._numel * DTYPE_SIZES.get(self.dtype, 0)
 
     @classmethod
     def parse(cls, text: str) -> TensorSpec:
@@ -182,7 +187,7 @@ class Node:
         """The references other nodes use for this node's outputs."""
         if len(self.outputs) <= 1:
             return (self.node_id,)
-        return tuple(ids.output_ref(self.node_id, k) for k in range(len(self.outputs)))
+        return tuple(ids.output_refs(self.node_id, len(self.outputs)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +246,8 @@ class Trace:
 
     @property
     def op_nodes(self) -> tuple[Node, ...]:
-        return tuple(node for node in self.nodes if node.kind is NodeKind.OP)
+        op = NodeKind.OP
+        return tuple([node for node in self.nodes if node.kind is op])
 
     @property
     def has_stats(self) -> bool:
@@ -276,20 +282,9 @@ class Trace:
         """Floating-point operations of the whole forward (0 when they were not counted)."""
         return sum(node.flops or 0 for node in self.nodes)
 
-    def _with_params(self) -> Iterator[tuple[Node, tuple[str, ...]]]:
-        """Each op that uses parameters, and each module node of a module that has them, with those."""
-        holders = {m.path for m in self.modules if m.params}
-        for node in self.nodes:
-            if node.kind is NodeKind.OP:
-                params = tuple(sorted(filter(ids.is_param, node.inputs)))
-                if params:
-                    yield node, params
-            elif node.kind is NodeKind.MODULE and node.module_path in holders:
-                yield node, (node.module_path,)  # its own parameters, counted in its module entry
-
     @property
     def param_op_count(self) -> int:
-        return sum(1 for _ in self._with_params())
+        return self.parameter_use()[0]
 
     @property
     def passes(self) -> int:
@@ -299,10 +294,32 @@ class Trace:
         is not recurrence; a cell whose weights run on every step of a loop is, whether its
         steps are ops or, collapsed, module nodes.
         """
-        groups: Counter[tuple[str, tuple[str, ...]]] = Counter()
-        for node, params in self._with_params():
-            groups[node.op, params] += 1
-        return max(groups.values(), default=1)
+        return self.parameter_use()[1]
+
+    def parameter_use(self) -> tuple[int, int]:
+        """``(param_op_count, passes)``, from one walk of the nodes (a snapshot writes both).
+
+        Each op that uses parameters counts, and each module node of a module that has them
+        (its own parameters, counted in its module entry).
+        """
+        holders = {m.path for m in self.modules if m.params}
+        groups: dict[tuple[str, tuple[str, ...]], int] = {}
+        params_in = ids.params_in
+        op, module = NodeKind.OP, NodeKind.MODULE
+        count = 0
+        for node in self.nodes:
+            if node.kind is op:
+                params = params_in(node.inputs)
+                if not params:
+                    continue
+                key = (node.op, tuple(sorted(params)) if len(params) > 1 else tuple(params))
+            elif node.kind is module and node.module_path in holders:
+                key = (node.op, (node.module_path,))
+            else:
+                continue
+            count += 1
+            groups[key] = groups.get(key, 0) + 1
+        return count, max(groups.values(), default=1)
 
     @property
     def recurrent(self) -> bool:
@@ -324,7 +341,8 @@ class Trace:
 
     @property
     def conditional(self) -> bool:
-        return any(node.kind is NodeKind.CONDITION for node in self.nodes)
+        condition = NodeKind.CONDITION
+        return any(node.kind is condition for node in self.nodes)
 
     @property
     def first_nonfinite(self) -> Node | None:

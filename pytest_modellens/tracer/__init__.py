@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.utils.hooks import RemovableHandle
 
 from .. import ids
 from ..errors import ModelStateWarning, TraceError
@@ -43,40 +43,74 @@ from .warmup import warm_up
 
 __all__ = ["seeded", "trace"]
 
+_TOLERANCE = Tolerance()
+
 #: Warnings torch gives about the tracer's own mechanism (its global module hooks), which
 #: would turn into a user-visible failure under ``-W error``.
 _TRACER_WARNINGS = (r".*global .*hook.*", r".*[Hh]ooks? .*(are|is) not supported.*")
+#: Where torch keeps which global forward hooks take keyword arguments (not in every torch).
+_WITH_KWARGS: dict[int, Any] = getattr(torch_module, "_global_forward_hooks_with_kwargs", {})
 
 
-@contextmanager
-def _tracing(recorder: Recorder, state: ModelState, *, grad: bool) -> Iterator[None]:
-    """What the trace needs while the forward runs; all of it undone on the way out."""
-    with ExitStack() as scope:
-        scope.callback(state.restore)  # runs last
-        scope.enter_context(grad_mode(grad=grad))
-        # torch's module call under global hooks takes a frame more per level than without:
-        # a model that recurses as deep as it can without the tracer must still fit.
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(limit + limit // 2)
-        scope.callback(sys.setrecursionlimit, limit)
-        scope.enter_context(warnings.catch_warnings())
-        for message in _TRACER_WARNINGS:  # about the tracer's own hooks, not the user's code
-            warnings.filterwarnings("ignore", message=message)
-        if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance"):
-            scope.enter_context(torch.compiler.set_stance("force_eager"))  # compiled parts run eagerly
-        for hook in (
-            register_module_forward_pre_hook(recorder.enter_module),
-            register_module_forward_hook(recorder.exit_module, **_EXIT_HOOK_OPTIONS),
-        ):
-            scope.callback(hook.remove)
-            # torch's handle forgets the with_kwargs table: leave no entry behind in it.
-            scope.callback(getattr(torch_module, "_global_forward_hooks_with_kwargs", {}).pop, hook.id, None)
-        torch.autograd.Function.apply = classmethod(  # type: ignore[method-assign, assignment]
-            lambda cls, *args, **kwargs: recorder.apply_function(cls, args, kwargs)
+class _Tracing:
+    """What the trace needs while the forward runs; all of it undone on the way out.
+
+    A class rather than an ``ExitStack``: on a small model, entering and leaving a stack of
+    callbacks cost more than the forward pass it wraps.
+    """
+
+    def __init__(self, recorder: Recorder, state: ModelState, *, grad: bool) -> None:
+        self.recorder = recorder
+        self.state = state
+        self.grad = grad_mode(grad=grad)
+        self.warnings = warnings.catch_warnings()
+        self.limit = sys.getrecursionlimit()
+        self.hooks: list[RemovableHandle] = []
+        self.originals: list[tuple[Any, str, Any]] = []
+        # Compiled parts run eagerly; only asked where torch.compile was ever used.
+        self.stance = (
+            torch.compiler.set_stance("force_eager")
+            if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance")
+            else None
         )
-        scope.callback(setattr, torch.autograd.Function, "apply", _FUNCTION_APPLY)
-        scope.enter_context(constructs.patched())
-        yield
+
+    def __enter__(self) -> None:
+        recorder = self.recorder
+        self.grad.__enter__()
+        try:
+            # torch's module call under global hooks takes a frame more per level than without:
+            # a model that recurses as deep as it can without the tracer must still fit.
+            sys.setrecursionlimit(self.limit + self.limit // 2)
+            self.warnings.__enter__()
+            for message in _TRACER_WARNINGS:  # about the tracer's own hooks, not the user's code
+                warnings.filterwarnings("ignore", message=message)
+            if self.stance is not None:
+                self.stance.__enter__()
+            self.hooks.append(register_module_forward_pre_hook(recorder.enter_module))
+            self.hooks.append(register_module_forward_hook(recorder.exit_module, **_EXIT_HOOK_OPTIONS))
+            torch.autograd.Function.apply = classmethod(  # type: ignore[method-assign, assignment]
+                lambda cls, *args, **kwargs: recorder.apply_function(cls, args, kwargs)
+            )
+            self.originals = constructs.patch()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            constructs.unpatch(self.originals)
+            torch.autograd.Function.apply = _FUNCTION_APPLY  # type: ignore[method-assign]
+            for hook in reversed(self.hooks):
+                # torch's handle forgets the with_kwargs table: leave no entry behind in it.
+                _WITH_KWARGS.pop(hook.id, None)
+                hook.remove()
+            if self.stance is not None:
+                self.stance.__exit__(None, None, None)
+            self.warnings.__exit__(None, None, None)
+            sys.setrecursionlimit(self.limit)
+            self.grad.__exit__(None, None, None)
+        finally:
+            self.state.restore()  # last, whatever failed before it
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -160,7 +194,7 @@ def trace(
         raise TraceError(str(error)) from None
     if isinstance(leaf_modules, (str, type)):
         leaf_modules = [leaf_modules]
-    tolerance = Tolerance().overridden(rtol=rtol, atol=atol)
+    tolerance = _TOLERANCE if rtol is None and atol is None else _TOLERANCE.overridden(rtol=rtol, atol=atol)
     named_inputs = bind_inputs(model, args, kwargs)
     input_tensors: list[tuple[str, Tensor]] = []
     inputs_desc = flatten(named_inputs, "", input_tensors)
@@ -180,7 +214,7 @@ def trace(
     recorder_class = FlopRecorder if flops else Recorder
     recorder = recorder_class(tree, stats=stats, guard=state.guard)
     recorder.add_inputs(input_tensors)
-    with _tracing(recorder, state, grad=grad):
+    with _Tracing(recorder, state, grad=grad):
         try:
             with recorder:
                 result = model(*args, **kwargs)

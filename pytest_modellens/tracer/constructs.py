@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -62,15 +62,33 @@ def _eager_cond(
     return branch(*operands)
 
 
+#: ``(owner, name, replacement)`` of each construct the trace replaces while it runs.
+_PATCHES = (
+    (torch, "vmap", _traced_vmap),
+    (torch.func, "vmap", _traced_vmap),
+    (torch, "cond", _eager_cond),
+)
+
+
+def patch() -> list[tuple[Any, str, Any]]:
+    """Put the traced ``vmap`` and ``cond`` in place; what was there, for :func:`unpatch`."""
+    originals = []
+    for owner, name, replacement in _PATCHES:
+        originals.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, replacement)
+    return originals
+
+
+def unpatch(originals: list[tuple[Any, str, Any]]) -> None:
+    for owner, name, original in reversed(originals):
+        setattr(owner, name, original)
+
+
 @contextmanager
 def patched() -> Iterator[None]:
     """``torch.vmap``, ``torch.func.vmap`` and ``torch.cond`` as the trace shows them, put back after."""
-    with ExitStack() as scope:
-        for owner, name, replacement in (
-            (torch, "vmap", _traced_vmap),
-            (torch.func, "vmap", _traced_vmap),
-            (torch, "cond", _eager_cond),
-        ):
-            scope.callback(setattr, owner, name, getattr(owner, name))
-            setattr(owner, name, replacement)
+    originals = patch()
+    try:
         yield
+    finally:
+        unpatch(originals)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,13 +55,59 @@ class ModuleTree:
         return cls(paths, modules, params, buffers)
 
 
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    """A forward's signature, and what naming plain positional inputs needs to know of it."""
+
+    signature: inspect.Signature
+    positional: tuple[str, ...]  # the parameters a positional argument may fill, in order
+    required: int  # how many of them have no default
+    simple: bool  # no *args, and no keyword-only parameter without a default
+
+    @classmethod
+    def of(cls, forward: Any) -> _Signature:
+        signature = inspect.signature(forward)
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        positional = [p for p in signature.parameters.values() if p.kind in kinds]
+        required = 0
+        while required < len(positional) and positional[required].default is inspect.Parameter.empty:
+            required += 1
+        simple = all(
+            p.kind is not inspect.Parameter.VAR_POSITIONAL
+            and not (p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty)
+            for p in signature.parameters.values()
+        )
+        return cls(signature, tuple(p.name for p in positional), required, simple)
+
+
+#: Signatures by forward function: ``inspect.signature`` costs more than a small forward.
+_signatures: weakref.WeakKeyDictionary[Any, _Signature] = weakref.WeakKeyDictionary()
+
+
+def _signature_of(model: nn.Module) -> _Signature:
+    forward = model.forward
+    function = getattr(forward, "__func__", None)
+    if function is None or getattr(forward, "__self__", None) is not model:
+        return _Signature.of(forward)  # not a plain method: nothing to key a cache by
+    try:
+        return _signatures[function]
+    except KeyError:
+        found = _signatures[function] = _Signature.of(forward)
+        return found
+    except TypeError:  # a callable that takes no weak reference
+        return _Signature.of(forward)
+
+
 def bind_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Name the inputs after the forward's parameters (``x``, ``input_ids``), else by position.
 
     ``*args`` are named by position and ``**kwargs`` by keyword, as if spelt out.
     """
     try:
-        bound = inspect.signature(model.forward).bind(*args, **kwargs)
+        found = _signature_of(model)
+        if not kwargs and found.simple and found.required <= len(args) <= len(found.positional):
+            return dict(zip(found.positional, args))  # what `bind` gives, without its cost
+        bound = found.signature.bind(*args, **kwargs)
     except (TypeError, ValueError):
         named = {str(i): a for i, a in enumerate(args)}
         named.update(kwargs)
@@ -78,15 +125,55 @@ def bind_inputs(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any])
 
 
 def parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, tuple[int, int]]:
-    """``(parameters, trainable ones)`` under each module (a shared one once), by module id, in one walk."""
+    """``(parameters, trainable ones)`` under each module (a shared one once), by module id.
+
+    Where no parameter and no module is reachable twice (most models), each module's counts
+    are its own plus its children's, in one walk; otherwise each module's set of parameters
+    is kept. The tables behind parameters() and children() are read directly: this walk
+    visits every module of the model on every trace.
+    """
+    totals: dict[int, tuple[int, int]] = {}
+    seen: set[int] = set()
+    shared = False
+
+    def total(module: nn.Module) -> tuple[int, int]:
+        nonlocal shared
+        count = trainable = 0
+        for p in module._parameters.values():
+            if p is not None:
+                shared = shared or id(p) in seen
+                seen.add(id(p))
+                numel = p.numel()
+                count += numel
+                trainable += numel if p.requires_grad else 0
+        for child in module._modules.values():
+            if child is not None:
+                if id(child) in totals:
+                    shared = True  # one module under two parents
+                    continue
+                below, below_trainable = total(child)
+                count += below
+                trainable += below_trainable
+        totals[id(module)] = (count, trainable)
+        return count, trainable
+
+    for _, module in modules:
+        if id(module) not in totals:
+            total(module)
+    return _shared_parameter_counts(modules) if shared else totals
+
+
+def _shared_parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, tuple[int, int]]:
+    """:func:`parameter_counts` where parameters or modules are shared: sets of parameters, merged."""
     held: dict[int, dict[int, tuple[int, bool]]] = {}  # module id -> {parameter id: (numel, trainable)}
 
     def collect(module: nn.Module) -> dict[int, tuple[int, bool]]:
         found = held.get(id(module))
         if found is None:
-            found = {id(p): (p.numel(), p.requires_grad) for p in module.parameters(recurse=False)}
-            for child in module.children():
-                found.update(collect(child))
+            found = {id(p): (p.numel(), p.requires_grad) for p in module._parameters.values() if p is not None}
+            for child in module._modules.values():
+                if child is not None:
+                    found.update(collect(child))
             held[id(module)] = found
         return found
 
@@ -115,16 +202,8 @@ def module_table(
             config = module.extra_repr()
         except Exception:  # noqa: BLE001 - a custom extra_repr that fails must not fail the trace
             config = ""
-        rows.append(
-            ModuleInfo(
-                path=path,
-                class_name=type(module).__name__,
-                config=config,
-                params=params[id(module)][0],
-                calls=calls.get(path, 0),
-                trainable=params[id(module)][1],
-            )
-        )
+        count, trainable = params[id(module)]
+        rows.append(ModuleInfo(path, type(module).__name__, config, count, calls.get(path, 0), trainable))
     return tuple(rows)
 
 

@@ -49,8 +49,17 @@ from torch.nn.modules.module import (
 from torch.overrides import TorchFunctionMode, handle_torch_function
 
 from .. import ids
-from ..trace import Node, NodeKind, Stats
-from .describe import compute_stats, describe, flatten, op_name, spec_of, tensors_in
+from ..trace import Node, NodeKind, Stats, TensorSpec
+from .describe import (
+    OP_NAMES,
+    compute_stats,
+    describe,
+    describe_float,
+    flatten,
+    op_name,
+    spec_of,
+    tensors_in,
+)
 from .modules import ModuleTree
 from .state import WriteGuard
 from .writes import WRITES_ARGUMENTS as _WRITES_ARGUMENTS
@@ -70,6 +79,9 @@ _EXIT_HOOK_OPTIONS = {"always_call": True} | (
     else {}
 )
 _function_ops: dict[type, Callable[..., Any]] = {}
+_OP = NodeKind.OP
+#: The keys under which positional arguments are described, made once.
+_POSITIONS = tuple(str(position) for position in range(8))
 
 
 class Recorder(TorchFunctionMode):
@@ -91,6 +103,8 @@ class Recorder(TorchFunctionMode):
         #: ``(name, is_buffer, tensor)`` of each parameter and buffer by id, first name first.
         self.named: dict[int, tuple[str, bool, Tensor]] = {}
         self._name_tensors(tree)
+        #: Statistics already taken, by tensor id, with the tensor's version when taken.
+        self.taken: dict[int, tuple[weakref.ref[Tensor], int, Stats]] = {}
         self.scopes: list[str] = [""]
         self.owners: list[nn.Module | None] = [None]
         self.calls: dict[str, int] = {}
@@ -177,7 +191,9 @@ class Recorder(TorchFunctionMode):
             with torch._C.DisableTorchFunction():
                 module.initialize_parameters(*args)
                 self.guard.save(module.buffers())  # new running statistics are put back too
-        path = self._path_of(module)
+        path = self.module_paths.get(id(module))
+        if path is None:
+            path = self._path_of(module)
         call = self.calls[path] = self.calls.get(path, 0) + 1
         scope = ids.scope(path, call)
         self.call_parents[scope] = self.scopes[-1]
@@ -192,8 +208,18 @@ class Recorder(TorchFunctionMode):
             return
         output = rest[-1]
         if output is not None:
-            self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
-        if self.owners[-1] is not module and not any(owner is module for owner in self.owners):
+            if output.__class__ is Tensor:  # the usual case, answered here: a traced op made it
+                entry = self.producers.get(id(output))
+                if entry is None or entry[0]() is not output:
+                    self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
+            else:
+                self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
+        owners = self.owners
+        if owners[-1] is module:
+            self.scopes.pop()
+            owners.pop()
+            return
+        if not any(owner is module for owner in owners):
             return
         while len(self.scopes) > 1:
             self.scopes.pop()
@@ -207,15 +233,20 @@ class Recorder(TorchFunctionMode):
                 return
             unknown = [output]
         else:
-            unknown = [t for t in tensors_in((output,), []) if not self.known(t)]
+            producers = self.producers
+            unknown = []
+            for t in tensors_in((output,), []):
+                entry = producers.get(id(t))
+                if entry is None or entry[0]() is not t:
+                    unknown.append(t)
             if not unknown:
                 return
         op = getattr(module, "original_name", None) or type(module).__name__  # TorchScript keeps it
-        inputs = [self.ref(t) for t in tensors_in(given, [])]
-        inputs += [self.ref(p) for p in module.parameters()]
-        with (
-            torch._C.DisableTorchFunction()
-        ):  # called from a hook, with the mode on: its statistics are no ops
+        # The hook runs inside the forward, under the mode: the tracer's own tensor calls
+        # (shapes, statistics) must not be recorded as the model's.
+        with torch._C.DisableTorchFunction():
+            inputs = [self.ref(t) for t in tensors_in(given, [])]
+            inputs += [self.ref(p) for p in module.parameters()]
             self._record(op, inputs, [], unknown)
 
     # -- tensors ---------------------------------------------------------------------
@@ -234,9 +265,14 @@ class Recorder(TorchFunctionMode):
 
     def add_node(self, node: Node, tensors: list[Tensor]) -> None:
         self.nodes.append(node)
-        for tensor, ref in zip(tensors, (node.node_id,) if len(tensors) == 1 else node.refs):
+        self._produced(tensors, (node.node_id,) if len(tensors) == 1 else node.refs)
+
+    def _produced(self, tensors: list[Tensor], refs: tuple[str, ...] | list[str]) -> None:
+        """Bind each tensor to the reference later nodes read it by."""
+        producers = self.producers
+        for tensor, ref in zip(tensors, refs):
             try:
-                self.producers[id(tensor)] = (weakref.ref(tensor), ref)
+                producers[id(tensor)] = (weakref.ref(tensor), ref)
             except TypeError:  # a tensor type without weak references: track nothing
                 pass
 
@@ -247,33 +283,64 @@ class Recorder(TorchFunctionMode):
         return ids.op_id(scope, op, n)
 
     def stats_of(self, tensors: list[Tensor]) -> tuple[Stats | None, ...]:
-        return tuple(compute_stats(t) for t in tensors) if self.stats else ()
+        return tuple(map(self._stats_of, tensors)) if self.stats else ()
+
+    def _stats_of(self, tensor: Tensor) -> Stats:
+        """Statistics of a tensor; one an op hands back unchanged (dropout in eval) keeps those taken of it."""
+        try:
+            version = tensor._version
+        except RuntimeError:  # an inference tensor keeps no version: nothing proves it unchanged
+            return compute_stats(tensor)
+        key = id(tensor)
+        taken = self.taken.get(key)
+        if taken is not None and taken[0]() is tensor and taken[1] == version:
+            return taken[2]
+        stats = compute_stats(tensor)
+        try:
+            self.taken[key] = (weakref.ref(tensor), version, stats)
+        except TypeError:  # a tensor type without weak references
+            pass
+        return stats
 
     def _record(
         self, op: str, inputs: list[str], described: list[tuple[str, Any]], outputs: list[Tensor]
     ) -> None:
-        specs = (spec_of(outputs[0]),) if len(outputs) == 1 else tuple(map(spec_of, outputs))
-        # The values of `torch.empty` are whatever the memory held: no statistics of those.
-        stats = (None,) * len(outputs) if self.stats and op in _UNINITIALIZED_OPS else self.stats_of(outputs)
-        node = Node(self.new_id(op), NodeKind.OP, op, tuple(inputs), tuple(described), specs, stats)
-        self.add_node(node, outputs)
+        node_id = self.new_id(op)
+        if len(outputs) == 1:
+            specs: tuple[TensorSpec, ...] = (spec_of(outputs[0]),)
+            refs: tuple[str, ...] | list[str] = (node_id,)
+        else:
+            specs = tuple(map(spec_of, outputs))
+            refs = ids.output_refs(node_id, len(outputs))
+        if not self.stats:
+            stats: tuple[Stats | None, ...] = ()
+        elif op in _UNINITIALIZED_OPS:  # the values of `torch.empty` are whatever the memory held
+            stats = (None,) * len(outputs)
+        else:
+            stats = tuple(map(self._stats_of, outputs))
+        self.nodes.append(Node(node_id, _OP, op, tuple(inputs), tuple(described), specs, stats))
+        self._produced(outputs, refs)
 
     # -- operations ------------------------------------------------------------------
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        try:
+            op = OP_NAMES[func]
+        except (KeyError, TypeError):
+            op = op_name(func)
         if kwargs is None:
             kwargs = {}
-        op = op_name(func)
+        # The test of `writes.writes`, inlined: it runs on every operation.
         writes = (
             op[-1] == "_"
             or op == "setitem"
-            or (kwargs and ("out" in kwargs or kwargs.get("inplace") is True))
             or op in _WRITES_ARGUMENTS
+            or bool(kwargs and ("out" in kwargs or kwargs.get("inplace") is True))
         )
         if writes:
             save_before_write(self.guard, op, args, kwargs)
         try:
-            result = func(*args, **kwargs)
+            result = func(*args, **kwargs) if kwargs else func(*args)
         except Exception:
             self.failed = (self.scopes[-1], op)  # for the error: where the forward stopped
             raise
@@ -296,18 +363,36 @@ class Recorder(TorchFunctionMode):
         else:
             return result
 
+        # The references are looked up inline, not through `ref`: this loop runs for every
+        # argument of every operation of the forward.
+        producers = self.producers
         inputs: list[str] = []
         described: list[tuple[str, Any]] = []
         for position, value in enumerate(args):
             if isinstance(value, Tensor):
-                inputs.append(self.ref(value))
+                entry = producers.get(id(value))
+                inputs.append(entry[1] if entry is not None and entry[0]() is value else self.ref(value))
+            elif value is None or value.__class__ is int or value.__class__ is bool:
+                described.append((_POSITIONS[position] if position < 8 else str(position), value))
+            elif value.__class__ is float:
+                described.append(
+                    (_POSITIONS[position] if position < 8 else str(position), describe_float(value))
+                )
             else:
-                self._take(str(position), value, inputs, described)
-        for key, value in kwargs.items():
-            if isinstance(value, Tensor):
-                inputs.append(self.ref(value))
-            elif key[0] != "_":  # private knobs such as log_softmax's `_stacklevel`
-                self._take(key, value, inputs, described)
+                self._take(_POSITIONS[position] if position < 8 else str(position), value, inputs, described)
+        if kwargs:
+            for key, value in kwargs.items():
+                if isinstance(value, Tensor):
+                    entry = producers.get(id(value))
+                    inputs.append(entry[1] if entry is not None and entry[0]() is value else self.ref(value))
+                elif key[0] == "_":  # private knobs such as log_softmax's `_stacklevel`
+                    continue
+                elif value is None or value.__class__ is int or value.__class__ is bool:
+                    described.append((key, value))  # what `describe` makes of them: themselves
+                elif value.__class__ is float:
+                    described.append((key, describe_float(value)))
+                else:
+                    self._take(key, value, inputs, described)
         self._record(op, inputs, described, outputs)
         if writes:
             rebind_bases(self, op, args, kwargs)
@@ -318,8 +403,11 @@ class Recorder(TorchFunctionMode):
         if isinstance(value, (list, tuple)) and value:
             tensors = tensors_in(value, [])
             if tensors:
-                inputs.extend(self.ref(t) for t in tensors)
-                if all(isinstance(v, Tensor) for v in value):
+                producers = self.producers
+                for t in tensors:
+                    entry = producers.get(id(t))
+                    inputs.append(entry[1] if entry is not None and entry[0]() is t else self.ref(t))
+                if len(tensors) == len(value) and all(isinstance(v, Tensor) for v in value):
                     return  # torch.cat([a, b]): the inputs list says it all
         described.append((key, "<device>" if key == "device" else describe(value)))
 
