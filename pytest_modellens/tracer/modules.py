@@ -170,7 +170,9 @@ def _shared_parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, 
     def collect(module: nn.Module) -> dict[int, tuple[int, bool]]:
         found = held.get(id(module))
         if found is None:
-            found = {id(p): (p.numel(), p.requires_grad) for p in module._parameters.values() if p is not None}
+            found = {
+                id(p): (p.numel(), p.requires_grad) for p in module._parameters.values() if p is not None
+            }
             for child in module._modules.values():
                 if child is not None:
                     found.update(collect(child))
