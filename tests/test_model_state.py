@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -268,3 +269,57 @@ def test_the_fixture_takes_grad_from_its_option(pytester: pytest.Pytester) -> No
     assert pytester.runpytest("--lens-update", "--lens-grad").ret == 0
     pytester.makeini("[pytest]\nlens_grad = true\n")
     assert pytester.runpytest().ret == 0
+
+
+class NumpyNoise(nn.Module):
+    """Adds noise drawn from NumPy's global generator: ``draw`` says how."""
+
+    def __init__(self, draw: Callable[[], Any]) -> None:
+        super().__init__()
+        self.draw = draw
+
+    def forward(self, x: Tensor) -> Tensor:
+        drawn = self.draw()
+        return x + float(np.sum(drawn if drawn is not None else 0.0))
+
+
+@pytest.mark.parametrize(
+    ("before", "draw"),
+    [
+        pytest.param(lambda: None, lambda: 0.0, id="nothing drawn"),
+        pytest.param(lambda: None, lambda: np.random.rand(3), id="uniforms"),
+        pytest.param(lambda: None, lambda: np.random.normal(), id="one normal, a second one cached"),
+        pytest.param(lambda: np.random.normal(), lambda: 0.0, id="a cached normal, nothing drawn"),
+        pytest.param(lambda: np.random.normal(), lambda: np.random.normal(), id="the cached normal drawn"),
+        pytest.param(lambda: np.random.seed(3), lambda: np.random.seed(4), id="reseeded in forward"),
+    ],
+)
+def test_numpy_global_generator_is_put_back_in_full(
+    before: Callable[[], Any], draw: Callable[[], Any]
+) -> None:
+    # The tracer reads NumPy's state cheaply and in full only where it may have changed: every
+    # part of it (words, position, the legacy sampler's cached Gaussian) must come back.
+    model, x = NumpyNoise(draw), torch.zeros(2)
+    np.random.seed(0)
+    before()
+    untraced_then = np.random.get_state()
+    expected = model(x)  # what the forward gives from this state
+    np.random.set_state(untraced_then)
+    for warmup in (True, False, False):
+        seen = observe(model, (x,))
+        lens.trace(model, x, warmup=warmup)
+        assert_unchanged(seen, observe(model, (x,)))
+    np.random.set_state(untraced_then)
+    assert torch.equal(model(x), expected)
+
+
+def test_numpy_generator_replaced_by_another_bit_generator_is_put_back() -> None:
+    original = np.random.mtrand._rand._bit_generator
+    np.random.set_bit_generator(np.random.PCG64(5))
+    try:
+        model, x = NumpyNoise(lambda: np.random.rand(2)), torch.zeros(2)
+        seen = observe(model, (x,))
+        lens.trace(model, x)
+        assert_unchanged(seen, observe(model, (x,)))
+    finally:
+        np.random.set_bit_generator(original)

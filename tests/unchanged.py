@@ -7,6 +7,7 @@ uses these, so the promise is checked the same way everywhere.
 
 from __future__ import annotations
 
+import pickle
 import random
 from typing import Any
 
@@ -43,13 +44,18 @@ def observe(model: torch.nn.Module, inputs: Any = ()) -> dict[str, Any]:
         "tensor objects": {name: id(value) for name, value in model.state_dict(keep_vars=True).items()},
         "modules": [(name, id(m), m.training) for name, m in model.named_modules()],
         "torch RNG": torch.get_rng_state(),
-        "numpy RNG": np.random.get_state()[1].copy(),
+        "numpy RNG": _numpy_state(),
         "python RNG": random.getstate(),
         "inputs": [t.clone() for t in tensors(inputs)],
         "global hooks": {name: list(getattr(torch_module, name, {})) for name in GLOBAL_HOOK_TABLES},
         "torch function modes": torch._C._len_torch_function_stack(),
         "grad enabled": torch.is_grad_enabled(),
     }
+
+
+def _numpy_state() -> bytes:
+    """NumPy's global generator state in full: its words and position, and a cached Gaussian."""
+    return pickle.dumps(np.random.get_state(legacy=False))
 
 
 def _same(a: Any, b: Any) -> bool:

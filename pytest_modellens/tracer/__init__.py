@@ -38,7 +38,7 @@ from .flops import FlopRecorder, with_module_flops
 from .modules import ModuleTree, bind_inputs, module_table, param_table
 from .order import canonical_calls
 from .recorder import _EXIT_HOOK_OPTIONS, _FUNCTION_APPLY, Recorder
-from .state import ModelState, grad_mode, seeded
+from .state import ModelState, RngState, grad_mode, seeded
 from .warmup import warm_up
 
 __all__ = ["seeded", "trace"]
@@ -206,11 +206,14 @@ def trace(
         )
 
     leaves = _leaf_paths(tree, leaf_modules, type(model).__name__)
+    rng = RngState()
     if warmup:
-        changed = warm_up(model, args, kwargs, tree=tree, inputs=[t for _, t in input_tensors], grad=grad)
+        changed = warm_up(
+            model, args, kwargs, tree=tree, inputs=[t for _, t in input_tensors], grad=grad, rng=rng
+        )
         if changed:
             raise TraceError(_unrestorable(model, changed))
-    state = ModelState(tree, [t for _, t in input_tensors], grad=grad)
+    state = ModelState(tree, [t for _, t in input_tensors], grad=grad, rng=rng)
     recorder_class = FlopRecorder if flops else Recorder
     recorder = recorder_class(tree, stats=stats, guard=state.guard)
     recorder.add_inputs(input_tensors)

@@ -82,6 +82,14 @@ _function_ops: dict[type, Callable[..., Any]] = {}
 _OP = NodeKind.OP
 #: The keys under which positional arguments are described, made once.
 _POSITIONS = tuple(str(position) for position in range(8))
+#: Questions about a tensor's shape, type and place: they never make a node, so the handler
+#: answers them before anything else (an ``nn.LSTMCell`` step asks ``dim`` four times).
+_QUERIES = frozenset({
+    "dim", "ndim", "size", "shape", "numel", "len", "stride", "storage_offset", "element_size",
+    "is_contiguous", "is_floating_point", "is_complex", "dtype", "device", "layout", "is_sparse",
+    "is_cuda", "is_meta", "is_quantized", "is_nested", "get_device", "data_ptr", "requires_grad",
+    "is_leaf", "names", "nbytes", "itemsize",
+})  # fmt: skip
 
 
 class Recorder(TorchFunctionMode):
@@ -328,6 +336,8 @@ class Recorder(TorchFunctionMode):
             op = OP_NAMES[func]
         except (KeyError, TypeError):
             op = op_name(func)
+        if op in _QUERIES:
+            return func(*args, **kwargs) if kwargs else func(*args)
         if kwargs is None:
             kwargs = {}
         # The test of `writes.writes`, inlined: it runs on every operation.

@@ -16,6 +16,7 @@ references, not copies.
 
 from __future__ import annotations
 
+import ctypes
 import random
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -69,7 +70,14 @@ class WriteGuard:
 class ModelState:
     """What a forward pass may change and a trace must put back."""
 
-    def __init__(self, tree: ModuleTree, inputs: Iterable[Tensor] = (), *, grad: bool = False) -> None:
+    def __init__(
+        self,
+        tree: ModuleTree,
+        inputs: Iterable[Tensor] = (),
+        *,
+        grad: bool = False,
+        rng: RngState | None = None,
+    ) -> None:
         self.training = [(m, m.training) for _, m in tree.modules]
         # The tables themselves (references): a forward that rebinds an entry is undone by these.
         self.tables = [
@@ -89,7 +97,9 @@ class ModelState:
         # Code the tracer cannot see into writes without telling: TorchScript modules are copied up front.
         scripted = [m for _, m in tree.modules if isinstance(m, torch.jit.ScriptModule)]
         self.guard.save(t for m in scripted for t in (*m.parameters(), *m.buffers()))
-        self.rng = _RngState()
+        # The RNG states as they were before the trace: a warm-up and the traced forward put back
+        # the same ones, read once (NumPy's state alone costs tens of microseconds each way).
+        self.rng = rng if rng is not None else RngState()
 
     def restore(self) -> None:
         for module, parameters, buffers, modules, non_persistent in self.tables:
@@ -144,7 +154,7 @@ def _moved(tensor: Tensor, alias: Tensor) -> bool:
     )
 
 
-class _RngState:
+class RngState:
     """torch's (CPU and every initialised CUDA device), NumPy's and Python's global RNG states."""
 
     def __init__(self) -> None:
@@ -155,8 +165,7 @@ class _RngState:
             else None
         )
         self.python = random.getstate()
-        self.numpy = _numpy_random()
-        self.numpy_state = self.numpy.get_state() if self.numpy is not None else None
+        self.numpy = _NumpyState.now()
 
     def restore(self) -> None:
         torch.set_rng_state(self.cpu)
@@ -164,7 +173,67 @@ class _RngState:
             torch.cuda.set_rng_state_all(self.cuda)
         random.setstate(self.python)
         if self.numpy is not None:
-            self.numpy.set_state(self.numpy_state)
+            self.numpy.restore()
+
+
+#: The MT19937 words and position behind NumPy's global generator: 624 uint32 and an int.
+_MT19937_BYTES = 624 * 4 + 4
+
+
+class _NumpyState:
+    """NumPy's global (legacy) generator state, read and put back only where it changed.
+
+    Why not plain ``get_state``/``set_state`` each time: they copy the 624 state words one
+    by one in Python-level code, about 30 us each way, more than the whole forward of a
+    small model, on every trace of a model that never touches NumPy. The raw words (read
+    through the bit generator's documented ``ctypes`` interface, under a microsecond) tell
+    whether the state is the one read last time, and after the forward whether anything
+    drew from it. The one part of the state outside those words, a cached Gaussian of the
+    legacy ``normal`` sampler, can only be there after a draw changed the words: while the
+    last full read says there is none, equal words mean an equal state; while there is one,
+    every trace reads and puts back the full state.
+    """
+
+    #: ``(raw words, full state)`` of the last full read, shared by every trace.
+    _last: tuple[bytes, Any] | None = None
+
+    def __init__(self, generator: Any, address: int | None, raw: bytes | None, state: Any) -> None:
+        self.generator = generator
+        self.address = address
+        self.raw = raw
+        self.state = state
+
+    @classmethod
+    def now(cls) -> _NumpyState | None:
+        numpy = _numpy_random()
+        if numpy is None:
+            return None
+        generator = numpy.mtrand._rand
+        address = cls._address(generator)
+        if address is None:  # another bit generator (``set_bit_generator``): the full state
+            return cls(generator, None, None, generator.get_state(legacy=False))
+        raw = ctypes.string_at(address, _MT19937_BYTES)
+        last = cls._last
+        if last is not None and last[0] == raw and not last[1]["has_gauss"]:
+            return cls(generator, address, raw, last[1])
+        state = generator.get_state(legacy=False)
+        cls._last = (raw, state)
+        return cls(generator, address, raw, state)
+
+    @staticmethod
+    def _address(generator: Any) -> int | None:
+        bits = generator._bit_generator
+        if type(bits).__name__ != "MT19937":
+            return None
+        return int(bits.ctypes.state_address)
+
+    def restore(self) -> None:
+        if self.address is None or self.state["has_gauss"]:
+            self.generator.set_state(self.state)
+        elif self._address(self.generator) != self.address:
+            self.generator.set_state(self.state)  # the bit generator itself was replaced
+        elif ctypes.string_at(self.address, _MT19937_BYTES) != self.raw:
+            self.generator.set_state(self.state)
 
 
 def _numpy_random() -> Any:

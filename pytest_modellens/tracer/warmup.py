@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 from . import constructs
 from .describe import op_name
 from .modules import ModuleTree
-from .state import ModelState, grad_mode
+from .state import ModelState, RngState, grad_mode
 from .writes import save_before_write, writes
 
 
@@ -49,7 +49,14 @@ class _WriteWatch(TorchFunctionMode):
 
 
 def warm_up(
-    model: nn.Module, args: Any, kwargs: Any, *, tree: ModuleTree, inputs: list[Tensor], grad: bool
+    model: nn.Module,
+    args: Any,
+    kwargs: Any,
+    *,
+    tree: ModuleTree,
+    inputs: list[Tensor],
+    grad: bool,
+    rng: RngState,
 ) -> list[Tensor]:
     """Run the forward once, untraced, and put back what it changed; returns what could not be."""
     if any(isinstance(m, LazyModuleMixin) and m.has_uninitialized_params() for _, m in tree.modules):
@@ -63,7 +70,7 @@ def warm_up(
         args, kwargs = copy.deepcopy((args, kwargs), shared)
     except Exception:  # noqa: BLE001 - an input that cannot be copied: no warm-up, rather than a changed input
         return []
-    state = ModelState(tree, inputs, grad=grad)
+    state = ModelState(tree, inputs, grad=grad, rng=rng)
     try:
         with grad_mode(grad=grad), constructs.patched(), _WriteWatch(state):
             model(*args, **kwargs)
