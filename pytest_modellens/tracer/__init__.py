@@ -233,7 +233,7 @@ def trace(
         _warn_parameters_written(model, written, recorder)
 
     nodes = canonical_calls(recorder.nodes, recorder.call_parents)
-    modules = module_table(model, foreign=recorder.foreign, calls=recorder.calls)
+    modules = module_table(tree, foreign=recorder.foreign, calls=recorder.calls)
     if isinstance(recorder, FlopRecorder):
         nodes = recorder.counted(nodes)
         modules = with_module_flops(modules, nodes)

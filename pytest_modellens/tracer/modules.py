@@ -187,11 +187,14 @@ def _shared_parameter_counts(modules: list[tuple[str, nn.Module]]) -> dict[int, 
 
 
 def module_table(
-    model: nn.Module, *, foreign: list[tuple[str, nn.Module]], calls: dict[str, int]
+    tree: ModuleTree, *, foreign: list[tuple[str, nn.Module]], calls: dict[str, int]
 ) -> tuple[ModuleInfo, ...]:
-    """Every module of the model, then those met outside its tree, with parameters and calls."""
+    """Every module of the model, then those met outside its tree, with parameters and calls.
+
+    ``tree`` is the model's as it was before the forward, which is what the trace put back.
+    """
     rows = []
-    entries = list(model.named_modules())
+    entries = list(tree.modules)
     entries += [(root, module) for root, module in foreign]
     seen_foreign = {id(m) for _, m in foreign}
     for root, module in foreign:

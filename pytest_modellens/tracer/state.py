@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
 from .modules import ModuleTree
@@ -62,6 +62,8 @@ class WriteGuard:
                     self.saved[id(tensor)] = (tensor, tensor.detach().clone())
 
     def restore(self) -> None:
+        if not self.saved:
+            return
         with torch._C.DisableTorchFunction(), torch.no_grad():
             for tensor, copy in self.saved.values():
                 tensor.copy_(copy)
@@ -80,8 +82,16 @@ class ModelState:
     ) -> None:
         self.training = [(m, m.training) for _, m in tree.modules]
         # The tables themselves (references): a forward that rebinds an entry is undone by these.
-        self.tables = [
-            (m, dict(m._parameters), dict(m._buffers), dict(m._modules), set(m._non_persistent_buffers_set))
+        # The ids tell, in one comparison per table, whether any entry was rebound (the saved
+        # objects are held, so no new object can take one of their ids).
+        self.tables: list[tuple[nn.Module, _Table, _Table, _Table, set[str]]] = [
+            (
+                m,
+                _Table(m._parameters),
+                _Table(m._buffers),
+                _Table(m._modules),
+                set(m._non_persistent_buffers_set),
+            )
             for _, m in tree.modules
             if not isinstance(m, torch.jit.ScriptModule)  # its tables are C++'s: Python cannot rebind them
         ]
@@ -103,20 +113,15 @@ class ModelState:
 
     def restore(self) -> None:
         for module, parameters, buffers, modules, non_persistent in self.tables:
-            tables: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
-                (module._parameters, parameters),
-                (module._buffers, buffers),
-                (module._modules, modules),
-            )
-            for table, saved in tables:
-                if table.keys() != saved.keys() or any(table[k] is not v for k, v in saved.items()):
-                    table.clear()
-                    table.update(saved)
+            parameters.put_back(module._parameters)
+            buffers.put_back(module._buffers)
+            modules.put_back(module._modules)
             if module._non_persistent_buffers_set != non_persistent:
                 module._non_persistent_buffers_set = set(non_persistent)
-        with torch._C.DisableTorchFunction(), torch.no_grad():
-            for tensor, alias in self.aliases:
-                if _moved(tensor, alias):
+        moved = [(tensor, alias) for tensor, alias in self.aliases if _moved(tensor, alias)]
+        if moved:
+            with torch._C.DisableTorchFunction(), torch.no_grad():
+                for tensor, alias in moved:
                     tensor.data = alias
         self.guard.restore()
         for param, grad, values in self.grads:
@@ -142,6 +147,22 @@ class ModelState:
         """Model tensors changed in place by code the tracer could not see into (native kernels)."""
         saved = self.guard.saved
         return [t for t, version in self.versions if t._version != version and id(t) not in saved]
+
+
+class _Table:
+    """One of a module's tables (parameters, buffers or submodules) as it was: its entries, by reference."""
+
+    __slots__ = ("entries", "ids")
+
+    def __init__(self, table: dict[str, Any]) -> None:
+        self.entries = dict(table)
+        self.ids = [id(value) for value in table.values()]
+
+    def put_back(self, table: dict[str, Any]) -> None:
+        """Make ``table`` hold the saved entries again, if the forward rebound, added or removed any."""
+        if [id(value) for value in table.values()] != self.ids or table.keys() != self.entries.keys():
+            table.clear()
+            table.update(self.entries)
 
 
 def _moved(tensor: Tensor, alias: Tensor) -> bool:
