@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from unchanged import assert_unchanged, observe
 
 import pytest_modellens as lens
+from pytest_modellens.tracer import state as state_module
 
 # Forwards here write their parameters on purpose; that they are warned of is tested in test_warmup.py.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_modellens.ModelStateWarning")
@@ -323,3 +324,49 @@ def test_numpy_generator_replaced_by_another_bit_generator_is_put_back() -> None
         assert_unchanged(seen, observe(model, (x,)))
     finally:
         np.random.set_bit_generator(original)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("call", ["module", "functional", "torch.batch_norm"])
+def test_normalisation_statistics_are_copied_only_when_updated(
+    monkeypatch: pytest.MonkeyPatch, mode: str, call: str
+) -> None:
+    # An eval BatchNorm writes nothing: nothing of it is copied. In train mode its running
+    # statistics are, and put back, in every way of calling it.
+    norm = nn.BatchNorm1d(4).train(mode == "train")
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = norm
+
+        def forward(self, x: Tensor) -> Tensor:
+            n = self.norm
+            training = self.training
+            if call == "module":
+                return n(x)
+            if call == "functional":
+                return nn.functional.batch_norm(x, n.running_mean, n.running_var, n.weight, n.bias, training)
+            return torch.batch_norm(
+                x, n.weight, n.bias, n.running_mean, n.running_var, training, 0.1, 1e-5, False
+            )
+
+    model = Net().train(mode == "train")
+    copied: list[int] = []
+    save = state_module.WriteGuard.save
+
+    def counting(self: Any, tensors: Any) -> None:
+        tensors = list(tensors)
+        copied.extend(id(t) for t in tensors if id(t) not in self.saved)
+        save(self, tensors)
+
+    monkeypatch.setattr(state_module.WriteGuard, "save", counting)
+    x = torch.randn(8, 4)
+    before = observe(model, x)
+    lens.trace(model, x, warmup=False)
+    assert_unchanged(before, observe(model, x))
+    statistics = {id(norm.running_mean), id(norm.running_var)}
+    if call == "module":  # the module counts its batches too
+        statistics.add(id(norm.num_batches_tracked))
+    # The weights, which it does not write, are never copied; in eval mode nothing is.
+    assert set(copied) == (statistics if mode == "train" else set())

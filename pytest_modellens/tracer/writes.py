@@ -37,10 +37,47 @@ def writes(op: str, kwargs: Any) -> bool:
     )
 
 
+#: Where a normalisation is told whether to update its running statistics, and where they are:
+#: ``(flag position, flag name, its default, positions of running mean and variance)``, for
+#: the functional form (``F.batch_norm(input, running_mean, running_var, weight, bias,
+#: training, ...)``) and for torch's own (``torch.batch_norm(input, weight, bias, running_mean,
+#: running_var, training, momentum, eps, cudnn_enabled)``), told apart by its ninth argument.
+_FUNCTIONAL = {
+    "batch_norm": (5, "training", False, 1, 2),
+    "instance_norm": (5, "use_input_stats", True, 1, 2),
+}
+_NATIVE = {"batch_norm": (5, "training", False, 3, 4), "instance_norm": (5, "use_input_stats", True, 3, 4)}
+_STATISTICS_NAMES = ("running_mean", "running_var")
+
+
+def _argument(args: Any, kwargs: Any, position: int, name: str, default: Any) -> Any:
+    if len(args) > position:
+        return args[position]
+    return kwargs.get(name, default) if kwargs else default
+
+
+def _written_statistics(op: str, args: Any, kwargs: Any) -> list[Tensor]:
+    """The running statistics a normalisation is about to update: none in eval mode.
+
+    An eval ``BatchNorm`` writes nothing; copying the tensors it is given on every call
+    would cost a ResNet a copy of every normalisation's parameters per trace. A flag that
+    is not a bool is taken to mean every tensor given but the first may be written.
+    """
+    native = len(args) > 8 or bool(kwargs and "cudnn_enabled" in kwargs)
+    position, name, default, mean, var = (_NATIVE if native else _FUNCTIONAL)[op]
+    updates = _argument(args, kwargs, position, name, default)
+    if updates is False:
+        return []
+    if updates is not True:
+        return tensors_in(args[1:], tensors_in(kwargs.values(), []))
+    found = (_argument(args, kwargs, at, key, None) for at, key in zip((mean, var), _STATISTICS_NAMES))
+    return [t for t in found if isinstance(t, Tensor)]
+
+
 def save_before_write(guard: WriteGuard, op: str, args: Any, kwargs: Any) -> None:
     """Let the guard copy a model tensor (or input) the operation is about to write."""
-    if op in WRITES_ARGUMENTS:  # batch_norm(input, running_mean, running_var, ...)
-        written = tensors_in(args[1:], tensors_in(kwargs.values(), []))
+    if op in WRITES_ARGUMENTS:
+        written = _written_statistics(op, args, kwargs)
     elif kwargs and "out" in kwargs:
         written = tensors_in((kwargs["out"],), [])
     else:  # the tensor written is the first one given: x.add_(1), nn.init.normal_(tensor=w)
