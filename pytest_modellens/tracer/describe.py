@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import ids
-from ..trace import DTYPE_SIZES, Stats, TensorSpec
+from ..errors import TraceError
+from ..trace import DTYPE_SIZES, Layout, Stats, TensorSpec
 
 #: Lists and tuples longer than this are written as ``<list of N>`` in node arguments.
 MAX_LISTED_ARGS = 16
@@ -67,17 +68,31 @@ def dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
-#: TensorSpecs by (dtype, shape): a forward makes few distinct ones, and looking one up
-#: costs a fraction of building the frozen dataclass again for every output.
+#: TensorSpecs of dense tensors by (dtype, shape): a forward makes few distinct ones, and
+#: looking one up costs a fraction of building the frozen dataclass again for every output.
 _specs: dict[tuple[torch.dtype, tuple[int, ...]], TensorSpec] = {}
 MAX_CACHED_SPECS = 4096
+_STRIDED = torch.strided
+#: Layouts other than dense by torch's, for the specs of tensors that are not dense.
+_LAYOUTS = {
+    torch.sparse_coo: Layout.SPARSE_COO,
+    torch.sparse_csr: Layout.SPARSE_CSR,
+    torch.sparse_csc: Layout.SPARSE_CSC,
+    torch.sparse_bsr: Layout.SPARSE_BSR,
+    torch.sparse_bsc: Layout.SPARSE_BSC,
+    torch._mkldnn: Layout.MKLDNN,  # type: ignore[attr-defined]
+    torch.jagged: Layout.JAGGED,
+}
 
 
 def spec_of(tensor: Tensor) -> TensorSpec:
     try:
         shape = tensor.shape
-    except (RuntimeError, TypeError):  # nested tensors have no plain shape
-        return TensorSpec(dtype_name(tensor.dtype), ())
+    except (RuntimeError, TypeError):  # a strided nested tensor has no plain shape
+        return _nested_spec(tensor, Layout.NESTED)
+    layout = tensor.layout
+    if layout is not _STRIDED:
+        return _laid_out_spec(tensor, layout)
     key = (tensor.dtype, shape)  # torch.Size is a tuple, so it hashes
     try:
         return _specs[key]
@@ -88,6 +103,32 @@ def spec_of(tensor: Tensor) -> TensorSpec:
         return spec
     except TypeError:  # symbolic sizes do not hash
         return TensorSpec(dtype_name(tensor.dtype), tuple(shape))
+
+
+def _laid_out_spec(tensor: Tensor, layout: torch.layout) -> TensorSpec:
+    """The spec of a sparse, MKL-DNN or jagged tensor: its layout written after the shape."""
+    known = _LAYOUTS.get(layout)
+    if known is None:
+        raise TraceError(
+            f"a tensor of dtype {dtype_name(tensor.dtype)} has the layout {layout}, which pytest-modellens "
+            "does not know; convert it with .to_dense() before it leaves the model, or trace another input"
+        )
+    if known.nested:
+        return _nested_spec(tensor, known)
+    return TensorSpec(dtype_name(tensor.dtype), tuple(tensor.shape), known)
+
+
+def _nested_spec(tensor: Tensor, layout: Layout) -> TensorSpec:
+    """A nested tensor's spec: its component count, then each size, ragged (None) where components differ.
+
+    Read from the components, not from ``tensor.shape``: a jagged tensor's ragged size is a
+    symbol numbered per process (``j1``, ``j7``), which a snapshot cannot hold.
+    """
+    sizes = [tuple(component.shape) for component in tensor.unbind()]
+    if not sizes:  # no component to read a size from
+        return TensorSpec(dtype_name(tensor.dtype), (0, *[None] * (tensor.dim() - 1)), layout)
+    inner = tuple(dim[0] if len(set(dim)) == 1 else None for dim in zip(*sizes))
+    return TensorSpec(dtype_name(tensor.dtype), (len(sizes), *inner), layout)
 
 
 #: Float arguments already rounded: a forward passes the same few (``eps``, ``p``) again and again.
