@@ -124,7 +124,7 @@ class Recorder(TorchFunctionMode):
                 (),
                 (),
                 (spec_of(tensor),),
-                self.stats_of([tensor]),
+                self.stats_of([tensor], node_id),
             )
             self.add_node(node, [tensor])
 
@@ -145,7 +145,7 @@ class Recorder(TorchFunctionMode):
                     (self.ref(tensor),),
                     (),
                     spec,
-                    self.stats_of([tensor]),
+                    self.stats_of([tensor], node_id),
                 )
             )
         return description
@@ -246,16 +246,21 @@ class Recorder(TorchFunctionMode):
         n = self.op_counts[key] = self.op_counts.get(key, 0) + 1
         return ids.op_id(scope, op, n)
 
-    def stats_of(self, tensors: list[Tensor]) -> tuple[Stats | None, ...]:
-        return tuple(compute_stats(t) for t in tensors) if self.stats else ()
+    def stats_of(self, tensors: list[Tensor], node_id: str) -> tuple[Stats | None, ...]:
+        return tuple(compute_stats(t, node_id=node_id) for t in tensors) if self.stats else ()
 
     def _record(
         self, op: str, inputs: list[str], described: list[tuple[str, Any]], outputs: list[Tensor]
     ) -> None:
         specs = (spec_of(outputs[0]),) if len(outputs) == 1 else tuple(map(spec_of, outputs))
         # The values of `torch.empty` are whatever the memory held: no statistics of those.
-        stats = (None,) * len(outputs) if self.stats and op in _UNINITIALIZED_OPS else self.stats_of(outputs)
-        node = Node(self.new_id(op), NodeKind.OP, op, tuple(inputs), tuple(described), specs, stats)
+        node_id = self.new_id(op)
+        stats = (
+            (None,) * len(outputs)
+            if self.stats and op in _UNINITIALIZED_OPS
+            else self.stats_of(outputs, node_id)
+        )
+        node = Node(node_id, NodeKind.OP, op, tuple(inputs), tuple(described), specs, stats)
         self.add_node(node, outputs)
 
     # -- operations ------------------------------------------------------------------
