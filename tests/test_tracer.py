@@ -355,3 +355,10 @@ def test_a_nested_tensor_is_written_with_its_ragged_dims_the_same_every_time(
     assert json.loads(text)["summary"]["inputs"] == {"x": f"float32[2, *, 3] {name}"}
     assert nodes_of(lens.loads(text))["mul"]["out"] == f"float32[2, *, 3] {name}"
     assert lens.loads(text).dumps() == text
+
+
+def test_every_layout_of_this_torch_has_a_name_in_the_spec() -> None:
+    from pytest_modellens.tracer.describe import _LAYOUTS
+
+    layouts = {value for value in vars(torch).values() if isinstance(value, torch.layout)}
+    assert layouts - {torch.strided} == set(_LAYOUTS), "a layout this torch has is not named"
