@@ -97,10 +97,10 @@ RAGGED = "*"
 
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
-    """The dtype, shape and layout of one tensor, written ``float32[4, 2]`` (dense) or
-    ``float32[4, 2] sparse_csr``, ``float32[3, *, 8] jagged`` (others).
+    """The dtype, shape and layout of one tensor: ``float32[4, 2]``, ``float32[4, 2] sparse_csr``.
 
-    A size of None is a ragged dim of a nested tensor, written ``*``.
+    A dense tensor's layout is not written. A size of None is a ragged dim of a nested
+    tensor, written ``*``: ``float32[3, *, 8] jagged``.
     """
 
     dtype: str

@@ -73,13 +73,6 @@ def dtype_name(dtype: torch.dtype) -> str:
 _specs: dict[tuple[torch.dtype, tuple[int, ...]], TensorSpec] = {}
 MAX_CACHED_SPECS = 4096
 _STRIDED = torch.strided
-_SPARSE = frozenset(
-    {torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc}
-)
-#: Above this many elements, a view that repeats its values (``expand``) has its statistics
-#: taken on one copy of them rather than on a float64 copy of every element. Below it the
-#: copy is cheap, and gives the very numbers it gave before this rule (the same sums).
-COMPACT_ABOVE = 1 << 22
 #: Layouts other than dense by torch's, for the specs of tensors that are not dense.
 _LAYOUTS = {
     torch.sparse_coo: Layout.SPARSE_COO,
@@ -189,6 +182,15 @@ def describe(value: Any) -> Any:
     if isinstance(value, numbers.Real):
         return describe(float(value))
     return f"<{type(value).__name__}>"  # never repr(): it may hold an address or a device
+
+
+_SPARSE = frozenset(
+    {torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc}
+)
+#: Above this many elements, a view that repeats its values (``expand``) has its statistics
+#: taken on one copy of them rather than on a float64 copy of every element. Below it the
+#: copy is cheap, and its sums are those of the same values held densely, to the last bit.
+COMPACT_ABOVE = 1 << 22
 
 
 def compute_stats(tensor: Tensor, *, node_id: str = "") -> Stats:
