@@ -14,7 +14,7 @@ from reference import SOURCE
 from torch import nn
 
 import pytest_modellens as lens
-from pytest_modellens.tracer.describe import compute_stats
+from pytest_modellens.tracer.describe import _masked_stats, compute_stats
 
 STATS_TEST = textwrap.dedent(
     """
@@ -153,8 +153,6 @@ def _values() -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("index", range(len(_values())))
 def test_the_quick_statistics_equal_the_masked_ones(index: int) -> None:
-    from pytest_modellens.tracer.describe import _masked_stats, compute_stats
-
     tensor = _values()[index]
     values = tensor.abs() if tensor.is_complex() else tensor
     assert compute_stats(tensor) == _masked_stats(values.to(torch.float64))
