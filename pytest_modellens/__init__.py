@@ -20,12 +20,13 @@ from .errors import (
     SnapshotFormatError,
     TraceError,
 )
-from .trace import ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
+from .trace import Layout, ModuleInfo, Node, NodeKind, ParamInfo, Stats, TensorSpec, Tolerance, Trace
 
 __all__ = [
     "SCHEMA",
     "Change",
     "ChangeKind",
+    "Layout",
     "ModelLensError",
     "ModelStateWarning",
     "ModuleInfo",

@@ -34,7 +34,7 @@ from .trace import Node, NodeKind, TensorSpec
 TOTALS = ("ops", "tensors", "tensor_bytes", "params", "param_bytes", "param_ops", "modules",
           "recurrent", "passes", "branching", "conditional")  # fmt: skip
 #: Consequence nouns in the order a row counts them.
-_NOUNS = ("shape", "dtype", "output", "parameter", "rewiring", "statistic")
+_NOUNS = ("shape", "dtype", "layout", "output", "parameter", "rewiring", "statistic")
 
 
 class _Rank(IntEnum):

@@ -46,16 +46,17 @@ def _output_text(node: Node) -> str:
 
 
 def _out_detail(old: Any, new: Any) -> str:
-    """``shape`` or ``dtype`` when one output's spec changed in that part only, else ``out``."""
+    """``shape``, ``dtype`` or ``layout`` when one output's spec changed in that part only, else ``out``."""
     if isinstance(old, str) and isinstance(new, str):
         try:
             before, after = TensorSpec.parse(old), TensorSpec.parse(new)
         except ValueError:
             return "out"
-        if before.dtype == after.dtype:
-            return "shape"
-        if before.shape == after.shape:
-            return "dtype"
+        moved = [
+            part for part in ("dtype", "shape", "layout") if getattr(before, part) != getattr(after, part)
+        ]
+        if len(moved) == 1:
+            return moved[0]
     return "out"
 
 

@@ -93,7 +93,7 @@ def format_summary(trace: Trace) -> str:
     lines.append("\tLayers:")
     rows = []
     for index, node in enumerate(trace.nodes):
-        shapes = ", ".join(f"[{', '.join(map(str, s.shape))}]" for s in node.outputs) or "-"
+        shapes = ", ".join(s.shape_text for s in node.outputs) or "-"
         size = _bytes(sum(s.nbytes for s in node.outputs))
         where = _scope_label(node.scope, calls) if node.scope else ""
         rows.append((f"({index})", labels[node.node_id], shapes, size, where))
@@ -163,7 +163,7 @@ def format_table(trace: Trace, *, depth: int | None = None) -> str:
         out = outputs.get(m.path)
         row = [
             f"{indent}{m.path}: {m.class_name}" if m.path else m.class_name,
-            "--" if out is None else f"[{', '.join(map(str, out.shape))}]",
+            "--" if out is None else out.shape_text,
             _number(m.params),
             _number(m.trainable),
         ]

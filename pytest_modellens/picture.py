@@ -147,7 +147,7 @@ def _node_lines(node: Node, specs: dict[str, TensorSpec]) -> list[str]:
     elif node.outputs:
         lines.append(", ".join(map(str, node.outputs)))
     for kind in (ids.RefKind.PARAM, ids.RefKind.BUFFER):
-        used = [f"{ids.leaf(name)} {list(specs[ref].shape)}" for ref in node.inputs
+        used = [f"{ids.leaf(name)} {specs[ref].shape_text}" for ref in node.inputs
                 for ref_kind, name in [ids.split_ref(ref)] if ref_kind is kind and ref in specs]  # fmt: skip
         line = f"{kind.value}s:"
         for item in used:  # wrapped, so a cell with many weights stays narrow
@@ -264,19 +264,21 @@ def trace_graph(trace: Trace, *, depth: int | None = None, rolled: bool = False)
 # -- diff picture ------------------------------------------------------------------------------
 
 
-def _moved(change: Change) -> tuple[str, str] | None:
-    """The part of a tensor spec that moved: ``("float32", "bfloat16")`` of a dtype change."""
+def _moved(change: Change) -> tuple[str, str, str] | None:
+    """The one part of a tensor spec that moved and its two values: ``("dtype", "float32", "bfloat16")``."""
     if change.kind is not ChangeKind.OUTPUT_CHANGED and change.detail != "tensor":
         return None
     try:
         old, new = TensorSpec.parse(str(change.old)), TensorSpec.parse(str(change.new))
     except ValueError:
         return None
-    if old.dtype != new.dtype and old.shape == new.shape:
-        return old.dtype, new.dtype
-    if old.dtype == new.dtype:
-        return str(list(old.shape)), str(list(new.shape))
-    return None
+    parts = {
+        "dtype": (old.dtype, new.dtype),
+        "shape": (old.shape_text, new.shape_text),
+        "layout": (old.layout.value, new.layout.value),
+    }
+    moved = [(part, *values) for part, values in parts.items() if values[0] != values[1]]
+    return moved[0] if len(moved) == 1 else None
 
 
 def _change_lines(change: Change) -> list[str]:
@@ -290,7 +292,7 @@ def _change_lines(change: Change) -> list[str]:
         return ["inputs rewired"]
     moved = _moved(change)
     if len(f"{detail}: {value}") > MAX_LINE and moved is not None:
-        detail, value = "dtype" if moved[0][:1] != "[" else "shape", f"{moved[0]} -> {moved[1]}"
+        detail, value = moved[0], f"{moved[1]} -> {moved[2]}"
     line = f"{detail}: {value}"
     if len(line) <= MAX_LINE or " -> " not in value:
         return [clip(line)]

@@ -64,12 +64,46 @@ class NodeKind(str, Enum):
         return self is not NodeKind.INPUT and self is not NodeKind.OUTPUT
 
 
+class Layout(str, Enum):
+    """How a tensor holds its values: torch's layouts, and nested tensors as one each of their own.
+
+    A dense tensor is ``strided`` and its spec names no layout, so a dense model's snapshot
+    reads as it did before layouts were recorded; every other layout is written after the
+    shape (``float32[4, 2] sparse_coo``). A nested tensor is strided or jagged inside, but what
+    a person reads is that it is nested.
+    """
+
+    STRIDED = "strided"
+    SPARSE_COO = "sparse_coo"
+    SPARSE_CSR = "sparse_csr"
+    SPARSE_CSC = "sparse_csc"
+    SPARSE_BSR = "sparse_bsr"
+    SPARSE_BSC = "sparse_bsc"
+    MKLDNN = "mkldnn"
+    NESTED = "nested"
+    JAGGED = "jagged"
+
+    @property
+    def nested(self) -> bool:
+        """Whether tensors of this layout hold components of their own sizes (ragged dims, ``*``)."""
+        return self is Layout.NESTED or self is Layout.JAGGED
+
+
+#: How a ragged dim of a nested tensor is written: its components differ in that size.
+RAGGED = "*"
+
+
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
-    """The dtype and shape of one tensor, written ``float32[4, 2]``."""
+    """The dtype, shape and layout of one tensor: ``float32[4, 2]``, ``float32[4, 2] sparse_csr``.
+
+    A dense tensor's layout is not written. A size of None is a ragged dim of a nested
+    tensor, written ``*``: ``float32[3, *, 8] jagged``.
+    """
 
     dtype: str
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...]
+    layout: Layout = Layout.STRIDED
     # Made once: a snapshot writes the text, and its summary the size, of every output.
     _text: str = field(init=False, repr=False, compare=False)
     _numel: int = field(init=False, repr=False, compare=False)
@@ -77,15 +111,27 @@ class TensorSpec:
     def __post_init__(self) -> None:
         count = 1
         for size in self.shape:
+            if size is None:  # ragged: the dense size is not known
+                count = 0
+                break
             count *= size
         object.__setattr__(self, "_numel", count)
-        object.__setattr__(self, "_text", f"{self.dtype}[{', '.join(map(str, self.shape))}]")
+        text = f"{self.dtype}{self.shape_text}"
+        if self.layout is not Layout.STRIDED:
+            text = f"{text} {self.layout.value}"
+        object.__setattr__(self, "_text", text)
 
     def __str__(self) -> str:
         return self._text
 
     @property
+    def shape_text(self) -> str:
+        """The shape as a person reads it: ``[4, 2]``, ``[3, *, 8]``."""
+        return f"[{', '.join(RAGGED if size is None else str(size) for size in self.shape)}]"
+
+    @property
     def numel(self) -> int:
+        """The element count of the dense tensor it stands for; 0 where a dim is ragged (not known)."""
         return self._numel
 
     @property
@@ -94,13 +140,33 @@ class TensorSpec:
 
     @classmethod
     def parse(cls, text: str) -> TensorSpec:
-        """Read ``float32[4, 2]`` back; raises ValueError on anything else."""
+        """Read ``float32[4, 2]`` (or ``float32[4, 2] sparse_coo``) back; raises ValueError on anything else."""
         dtype, bracket, rest = text.partition("[")
-        if not bracket or not rest.endswith("]") or not dtype:
+        inner, closed, named = rest.partition("]")
+        if not bracket or not closed or not dtype or (named and not named.startswith(" ")):
             raise ValueError(f"tensor spec must look like 'float32[4, 2]' (got {text!r})")
-        inner = rest[:-1].strip()
-        shape = tuple(int(size) for size in inner.split(",")) if inner else ()
-        return cls(dtype, shape)
+        layout = _layout(named[1:]) if named else Layout.STRIDED
+        inner = inner.strip()
+        shape = tuple(_size(size, layout) for size in inner.split(",")) if inner else ()
+        return cls(dtype, shape, layout)
+
+
+def _layout(name: str) -> Layout:
+    if name == Layout.STRIDED.value:
+        raise ValueError("a dense tensor's spec names no layout: write 'float32[4, 2]', not '... strided'")
+    try:
+        return Layout(name)
+    except ValueError:
+        known = ", ".join(layout.value for layout in Layout if layout is not Layout.STRIDED)
+        raise ValueError(f"unknown layout {name!r} (known: {known})") from None
+
+
+def _size(text: str, layout: Layout) -> int | None:
+    if text.strip() != RAGGED:
+        return int(text)
+    if not layout.nested:
+        raise ValueError(f"a ragged size {RAGGED!r} is for nested tensors only (layout nested or jagged)")
+    return None
 
 
 @dataclass(frozen=True, slots=True)

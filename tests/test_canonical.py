@@ -88,3 +88,40 @@ def test_a_snapshot_of_the_previous_schema_says_what_changed_and_how_to_rewrite_
     assert "old.lens.json was written by schema 'pytest-modellens/1'" in message
     assert "schema 2 records trainable parameters" in message
     assert message.endswith("run `pytest --lens-update` to rewrite it")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["float32[4, 2]", "float32[4, 2] sparse_coo", "float64[3] sparse_csr", "bool[2, 2] mkldnn",
+     "float32[2, *, 3] nested", "float16[2, *, *] jagged", "qint8[]"],
+)  # fmt: skip
+def test_a_tensor_spec_reads_back_as_it_was_written(text: str) -> None:
+    assert str(lens.TensorSpec.parse(text)) == text
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("float32[2, 2] sparse_xyz", r"unknown layout 'sparse_xyz' .*sparse_coo"),
+        ("float32[2, *]", r"a ragged size '\*' is for nested tensors only"),
+        ("float32[2, 2] strided", r"a dense tensor's spec names no layout"),
+    ],
+    ids=["unknown-layout", "ragged-dense", "strided-named"],
+)
+def test_a_bad_layout_is_named_with_the_way_out(data: dict, spec: str, message: str) -> None:
+    data["nodes"]["sigmoid/sigmoid"]["out"] = spec
+    with pytest.raises(lens.SnapshotFormatError, match=r"node 'sigmoid/sigmoid' is malformed.*" + message):
+        lens.loads(json.dumps(data))
+    with pytest.raises(lens.SnapshotFormatError, match=r"--lens-update"):
+        lens.loads(json.dumps(data))
+
+
+def test_a_parameter_spec_keeps_its_layout_and_a_constant_read_its_own(data: dict) -> None:
+    data["params"]["param:input_to_hidden.weight"] = "float32[4, 2] sparse_coo"
+    data["nodes"]["sigmoid/sigmoid"]["in"].append("const:float32[4, 4] sparse_csr")
+    trace = lens.loads(json.dumps(data))
+    assert trace.params[0].spec == lens.TensorSpec("float32", (4, 2), lens.Layout.SPARSE_COO)
+    text = trace.dumps()
+    assert '"param:input_to_hidden.weight": "float32[4, 2] sparse_coo"' in text
+    assert "const:float32[4, 4] sparse_csr" in text
+    assert lens.loads(text).dumps() == text

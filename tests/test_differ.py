@@ -121,6 +121,19 @@ def test_dtype_change() -> None:
     assert shapes["input_to_hidden/linear"] == "dtype"
 
 
+def test_an_input_that_turns_sparse_is_a_layout_change_and_its_output_follows() -> None:
+    old, new = pm.trace(nn.Identity(), torch.eye(3)), pm.trace(nn.Identity(), torch.eye(3).to_sparse())
+    layouts = {c.subject: c for c in only(pm.diff(old, new), ChangeKind.OUTPUT_CHANGED)}
+    assert {subject: c.detail for subject, c in layouts.items()} == {
+        "input:input": "layout",
+        "output": "layout",
+    }
+    assert layouts["input:input"].columns()[3] == "float32[3, 3] -> float32[3, 3] sparse_coo"
+    assert listed(old, new) == [
+        "  ~ input:input  layout  float32[3, 3] -> float32[3, 3] sparse_coo  (1 layout follows)"
+    ]
+
+
 def test_non_tensor_argument() -> None:
     (arg,) = only(pm.diff(traced(dim=-1), traced(dim=1)), ChangeKind.ARGS_CHANGED)
     assert (arg.subject, arg.detail, arg.old, arg.new) == ("softmax", "arg dim", -1, 1)

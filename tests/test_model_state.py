@@ -370,3 +370,19 @@ def test_normalisation_statistics_are_copied_only_when_updated(
         statistics.add(id(norm.num_batches_tracked))
     # The weights, which it does not write, are never copied; in eval mode nothing is.
     assert set(copied) == (statistics if mode == "train" else set())
+
+
+def test_a_model_with_a_sparse_parameter_traces_and_is_left_unchanged() -> None:
+    class SparseWeight(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.eye(3).to_sparse(), requires_grad=False)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return torch.sparse.mm(self.weight, x)
+
+    model, x = SparseWeight(), torch.randn(3, 2)
+    before = observe(model, x)
+    trace = lens.trace(model, x)
+    assert_unchanged(before, observe(model, x))
+    assert "sparse_coo" in trace.dumps()

@@ -194,3 +194,38 @@ def test_a_long_test_name_gets_its_picture_and_junit_names_it_from_the_rootdir(
     pictures = [path for path in recorded if path.endswith(".svg")]
     assert pictures and pictures[0].startswith("lens-artifacts/test_long.py--test_aaa"), recorded
     assert all((reference_suite.path / path).is_file() for path in recorded)
+
+
+def test_an_output_that_turns_sparse_fails_naming_the_layout(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        test_models="""
+        import os
+
+        import torch
+        from torch import nn
+
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(3, 3)
+
+            def forward(self, x):
+                y = self.fc(x).relu()
+                return y.to_sparse() if os.environ.get("LENS_SPARSE") else y
+
+
+        def test_net(model_trace, snapshot):
+            assert model_trace(Net(), torch.ones(2, 3)) == snapshot
+        """
+    )
+    pytester.runpytest("--lens-update").assert_outcomes(passed=1)
+    monkeypatch.setenv("LENS_SPARSE", "1")
+    result = pytester.runpytest()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["*+ to_sparse  to_sparse  float32[[]2, 3[]] sparse_coo  (1 layout, 1 rewiring follow)"]
+    )
+    result.stdout.no_fnmatch_line("*shape*")

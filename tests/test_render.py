@@ -317,6 +317,15 @@ def test_labels_keep_the_new_value_and_tooltips_hold_the_whole_change(tmp_path: 
     assert tip == ["conv/conv2d", "~ conv/conv2d dtype float32[2, 4, 32, 32] -> bfloat16[2, 4, 32, 32]"]
 
 
+def test_a_label_of_a_layout_change_names_the_layouts() -> None:
+    x = torch.randn(2, 3, 32, 32)
+    old = pm.trace(nn.Identity(), x)
+    new = pm.trace(nn.Identity(), x.to_sparse())
+    graph = render.diff_graph(compare(old, new))
+    # `layout: float32[2, 3, 32, 32] -> float32[2, 3, 32...` would cut away what changed
+    assert "layout: strided -> sparse_coo" in graph.vertices["input:input"].lines
+
+
 def test_a_long_configuration_change_puts_the_new_value_on_its_own_line() -> None:
     class Mode(nn.Module):
         def __init__(self, mode: str) -> None:

@@ -298,3 +298,67 @@ def test_a_compiled_model_traces_as_the_eager_one() -> None:
     model, args, kwargs = CASES["resnetish"].build()
     eager = lens.trace(model, *args, **kwargs).dumps()
     assert lens.trace(torch.compile(model, backend="eager"), *args, **kwargs).dumps() == eager
+
+
+# -- tensor layouts ------------------------------------------------------------------------
+
+#: Each layout a tensor of float32[2, 2] can have, made from a dense one.
+LAID_OUT = {
+    "strided": lambda x: x,
+    "sparse_coo": Tensor.to_sparse,
+    "sparse_csr": Tensor.to_sparse_csr,
+    "sparse_csc": Tensor.to_sparse_csc,
+    "sparse_bsr": lambda x: x.to_sparse_bsr((1, 1)),
+    "sparse_bsc": lambda x: x.to_sparse_bsc((1, 1)),
+    "mkldnn": Tensor.to_mkldnn,
+}
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_each_layout_is_written_in_the_spec_and_a_dense_tensor_as_before() -> None:
+    texts = {}
+    for layout, make in LAID_OUT.items():
+        text = lens.trace(Lambda(lambda self, x: x * 2), make(torch.tensor([[0.0, 1.5], [2.0, 0.0]]))).dumps()
+        spec = "float32[2, 2]" if layout == "strided" else f"float32[2, 2] {layout}"
+        assert json.loads(text)["summary"]["inputs"] == {"x": spec}
+        assert nodes_of(lens.loads(text))["mul"]["out"] == spec
+        assert lens.loads(text).dumps() == text
+        texts[layout] = text
+    assert len(set(texts.values())) == len(LAID_OUT), "two layouts gave one snapshot"
+
+
+def test_an_op_that_makes_a_sparse_tensor_writes_its_layout() -> None:
+    nodes = nodes_of(lens.trace(Lambda(lambda self, x: x.to_sparse().coalesce()), torch.eye(3)))
+    assert nodes["to_sparse"]["out"] == nodes["output"]["out"] == "float32[3, 3] sparse_coo"
+    assert nodes["to_sparse"]["in"] == ["input:x"]
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_a_quantized_tensor_is_written_by_its_quantized_dtype() -> None:
+    x = torch.quantize_per_tensor(torch.tensor([0.5, -1.0]), 0.1, 0, torch.qint8)
+    text = lens.trace(nn.Identity(), x).dumps()
+    assert json.loads(text)["summary"]["inputs"] == {"input": "qint8[2]"}
+    assert lens.loads(text).dumps() == text
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+@pytest.mark.parametrize(("layout", "name"), [(torch.strided, "nested"), (torch.jagged, "jagged")])
+def test_a_nested_tensor_is_written_with_its_ragged_dims_the_same_every_time(
+    layout: torch.layout, name: str
+) -> None:
+    def nested() -> Tensor:
+        return torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(4, 3)], layout=layout)
+
+    texts = {lens.trace(Lambda(lambda self, x: x * 2), nested()).dumps() for _ in range(2)}
+    assert len(texts) == 1, "a nested tensor's spec changed between traces"
+    text = texts.pop()
+    assert json.loads(text)["summary"]["inputs"] == {"x": f"float32[2, *, 3] {name}"}
+    assert nodes_of(lens.loads(text))["mul"]["out"] == f"float32[2, *, 3] {name}"
+    assert lens.loads(text).dumps() == text
+
+
+def test_every_layout_of_this_torch_has_a_name_in_the_spec() -> None:
+    from pytest_modellens.tracer.describe import _LAYOUTS
+
+    layouts = {value for value in vars(torch).values() if isinstance(value, torch.layout)}
+    assert layouts - {torch.strided} == set(_LAYOUTS), "a layout this torch has is not named"

@@ -60,7 +60,13 @@ def _numpy_state() -> bytes:
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+        if not (
+            isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and a.layout == b.layout
+        ):
+            return False
+        if a.layout != torch.strided:  # sparse: torch.equal takes dense tensors only
+            a, b = a.to_dense(), b.to_dense()
+        return torch.equal(a, b)
     if isinstance(a, np.ndarray):
         return bool(np.array_equal(a, b))
     if isinstance(a, dict):

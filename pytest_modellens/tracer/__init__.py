@@ -224,6 +224,8 @@ def trace(
             # Before anything is put back: an output may be an input written in place.
             outputs_desc = recorder.add_outputs(result)
             written = state.written_parameters()
+        except TraceError as error:  # the tracer's own (statistics it could not take): it names the node
+            raise TraceError(f"{error}; the model was left unchanged") from None
         except Exception as error:
             raise TraceError(_failure(model, error, recorder, tree, input_tensors, grad=grad)) from error
     changed = state.unrestorable()

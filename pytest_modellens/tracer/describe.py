@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import ids
-from ..trace import DTYPE_SIZES, Stats, TensorSpec
+from ..errors import TraceError
+from ..trace import DTYPE_SIZES, Layout, Stats, TensorSpec
 
 #: Lists and tuples longer than this are written as ``<list of N>`` in node arguments.
 MAX_LISTED_ARGS = 16
@@ -67,17 +68,31 @@ def dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
-#: TensorSpecs by (dtype, shape): a forward makes few distinct ones, and looking one up
-#: costs a fraction of building the frozen dataclass again for every output.
+#: TensorSpecs of dense tensors by (dtype, shape): a forward makes few distinct ones, and
+#: looking one up costs a fraction of building the frozen dataclass again for every output.
 _specs: dict[tuple[torch.dtype, tuple[int, ...]], TensorSpec] = {}
 MAX_CACHED_SPECS = 4096
+_STRIDED = torch.strided
+#: Layouts other than dense by torch's, for the specs of tensors that are not dense.
+_LAYOUTS = {
+    torch.sparse_coo: Layout.SPARSE_COO,
+    torch.sparse_csr: Layout.SPARSE_CSR,
+    torch.sparse_csc: Layout.SPARSE_CSC,
+    torch.sparse_bsr: Layout.SPARSE_BSR,
+    torch.sparse_bsc: Layout.SPARSE_BSC,
+    torch._mkldnn: Layout.MKLDNN,  # type: ignore[attr-defined]
+    torch.jagged: Layout.JAGGED,
+}
 
 
 def spec_of(tensor: Tensor) -> TensorSpec:
     try:
         shape = tensor.shape
-    except (RuntimeError, TypeError):  # nested tensors have no plain shape
-        return TensorSpec(dtype_name(tensor.dtype), ())
+    except (RuntimeError, TypeError):  # a strided nested tensor has no plain shape
+        return _nested_spec(tensor, Layout.NESTED)
+    layout = tensor.layout
+    if layout is not _STRIDED:
+        return _laid_out_spec(tensor, layout)
     key = (tensor.dtype, shape)  # torch.Size is a tuple, so it hashes
     try:
         return _specs[key]
@@ -88,6 +103,32 @@ def spec_of(tensor: Tensor) -> TensorSpec:
         return spec
     except TypeError:  # symbolic sizes do not hash
         return TensorSpec(dtype_name(tensor.dtype), tuple(shape))
+
+
+def _laid_out_spec(tensor: Tensor, layout: torch.layout) -> TensorSpec:
+    """The spec of a sparse, MKL-DNN or jagged tensor: its layout written after the shape."""
+    known = _LAYOUTS.get(layout)
+    if known is None:
+        raise TraceError(
+            f"a tensor of dtype {dtype_name(tensor.dtype)} has the layout {layout}, which pytest-modellens "
+            "does not know; convert it with .to_dense() before it leaves the model, or trace another input"
+        )
+    if known.nested:
+        return _nested_spec(tensor, known)
+    return TensorSpec(dtype_name(tensor.dtype), tuple(tensor.shape), known)
+
+
+def _nested_spec(tensor: Tensor, layout: Layout) -> TensorSpec:
+    """A nested tensor's spec: its component count, then each size, ragged (None) where components differ.
+
+    Read from the components, not from ``tensor.shape``: a jagged tensor's ragged size is a
+    symbol numbered per process (``j1``, ``j7``), which a snapshot cannot hold.
+    """
+    sizes = [tuple(component.shape) for component in tensor.unbind()]
+    if not sizes:  # no component to read a size from
+        return TensorSpec(dtype_name(tensor.dtype), (0, *[None] * (tensor.dim() - 1)), layout)
+    inner = tuple(dim[0] if len(set(dim)) == 1 else None for dim in zip(*sizes))
+    return TensorSpec(dtype_name(tensor.dtype), (len(sizes), *inner), layout)
 
 
 #: Float arguments already rounded: a forward passes the same few (``eps``, ``p``) again and again.
@@ -143,22 +184,53 @@ def describe(value: Any) -> Any:
     return f"<{type(value).__name__}>"  # never repr(): it may hold an address or a device
 
 
-def compute_stats(tensor: Tensor) -> Stats:
-    """Statistics of a tensor's finite values, computed in float64.
+_SPARSE = frozenset(
+    {torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc}
+)
+#: Above this many elements, a view that repeats its values (``expand``) has its statistics
+#: taken on one copy of them rather than on a float64 copy of every element. Below it the
+#: copy is cheap, and its sums are those of the same values held densely, to the last bit.
+COMPACT_ABOVE = 1 << 22
 
-    Most tensors hold no NaN or Inf, and their minimum and maximum prove it: one
+
+def compute_stats(tensor: Tensor, *, node_id: str = "") -> Stats:
+    """Statistics of a tensor's finite values, computed in float64, or a TraceError naming ``node_id``.
+
+    Each kind of tensor is summarised by the values it stands for: a quantized one by its
+    dequantized values, a sparse one by its dense values (never made dense), a nested one by
+    the elements of its components, an expanded view by the values it repeats. What still
+    cannot be summarised (a view whose float64 copy would not fit in memory) is refused with
+    the node it belongs to and the way out, never torch's own error.
+    """
+    try:
+        return _stats(tensor.detach())
+    except (RuntimeError, NotImplementedError, MemoryError) as error:
+        subject = repr(node_id) if node_id else "a tensor"
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise TraceError(
+            f"statistics of {subject} ({spec_of(tensor)}) could not be taken: {reason}; "
+            "trace it with stats=False (or without --lens-stats), or have the model make a smaller tensor there"
+        ) from error
+
+
+def _stats(values: Tensor) -> Stats:
+    """Statistics of a detached tensor.
+
+    Most tensors are dense and hold no NaN or Inf, and their minimum and maximum prove it: one
     ``aminmax`` pass, the moments of one float64 copy, one ``tolist`` for all four off
     the CPU (one device sync, not four). Only a tensor whose extremes are not finite takes the
     masked path. Both give the same numbers: the same reductions of the same float64
     values; the extremes of a float tensor are exact in float64.
     """
-    if tensor.numel() == 0 or tensor.is_meta:
+    numel = values.numel()
+    if numel == 0 or values.is_meta:
         return Stats(None, None, None, None, 0, 0)
-    values = tensor.detach()
+    if values.layout is not _STRIDED or values.is_quantized or values.is_nested:
+        return _stats_of_values(values)
+    if numel > COMPACT_ABOVE and 0 in values.stride():
+        return _repeated_stats(values)
     if values.is_complex():
         values = values.abs()
-    if values.layout is not torch.strided or values.is_quantized:
-        return _masked_stats(values.to(torch.float64))
     wide = values.to(torch.float64)
     # Native floats: the extremes in their own dtype (half the bytes to read); anything
     # else (ints beyond 2**53, bools) from the float64 copy, as the masked path reads them.
@@ -173,6 +245,58 @@ def compute_stats(tensor: Tensor) -> Stats:
     if math.isfinite(low_value) and math.isfinite(high_value):
         return Stats(mean, std, low_value, high_value, 0, 0)
     return _masked_stats(wide)
+
+
+def _stats_of_values(values: Tensor) -> Stats:
+    """Statistics of a tensor that is not plain dense, taken on the values it stands for."""
+    if values.is_quantized:
+        return _stats(values.dequantize())
+    if values.is_nested:
+        return _stats(torch.cat([component.flatten() for component in values.unbind()]))
+    if values.layout in _SPARSE:
+        return _sparse_stats(values)
+    return _stats(values.to_dense())  # MKL-DNN: dense values in another memory format
+
+
+def _sparse_stats(values: Tensor) -> Stats:
+    """Statistics of a sparse tensor's dense values: its stored values and the zeros it leaves out.
+
+    Never made dense (a 10**6 x 10**6 matrix would take 4 TB). Coalescing first sums the
+    entries an uncoalesced COO tensor stores twice, as its dense form does.
+    """
+    stored = values.to_sparse_coo().coalesce().values()
+    found = _stats(stored)
+    finite = stored.numel() - found.nan - found.inf
+    return _with_zeros(found, finite=finite, zeros=values.numel() - stored.numel())
+
+
+def _with_zeros(found: Stats, *, finite: int, zeros: int) -> Stats:
+    """``found`` (the statistics of ``finite`` finite values) with ``zeros`` more values of 0.0.
+
+    The zeros are a second group of mean 0 and no spread, joined by Chan's pairwise update:
+    stable where the mean is large beside the spread, as the dense two-pass one is.
+    """
+    if zeros == 0:
+        return found
+    if found.mean is None or found.std is None or found.min is None or found.max is None:
+        return Stats(0.0, 0.0, 0.0, 0.0, found.nan, found.inf)
+    total = finite + zeros
+    mean = found.mean * (finite / total)
+    squares = found.std**2 * finite + found.mean**2 * (finite * zeros / total)
+    std = math.sqrt(squares / total)
+    return Stats(mean, std, min(found.min, 0.0), max(found.max, 0.0), found.nan, found.inf)
+
+
+def _repeated_stats(values: Tensor) -> Stats:
+    """Statistics of a view that repeats its values (stride-0 dims, from ``expand``), on one copy of them.
+
+    Every value is repeated equally often, so the mean, spread and extremes are those of
+    one copy; the NaN and Inf counts are that many times those of one copy.
+    """
+    once = values[tuple(0 if stride == 0 else slice(None) for stride in values.stride())]
+    found = _stats(once)
+    times = values.numel() // once.numel()
+    return dataclasses.replace(found, nan=found.nan * times, inf=found.inf * times)
 
 
 def _masked_stats(values: Tensor) -> Stats:

@@ -146,7 +146,7 @@ class Recorder(TorchFunctionMode):
                 (),
                 (),
                 (spec_of(tensor),),
-                self.stats_of([tensor]),
+                self.stats_of([tensor], node_id),
             )
             self.add_node(node, [tensor])
 
@@ -167,7 +167,7 @@ class Recorder(TorchFunctionMode):
                     (self.ref(tensor),),
                     (),
                     spec,
-                    self.stats_of([tensor]),
+                    self.stats_of([tensor], node_id),
                 )
             )
         return description
@@ -290,20 +290,20 @@ class Recorder(TorchFunctionMode):
         n = self.op_counts[key] = self.op_counts.get(key, 0) + 1
         return ids.op_id(scope, op, n)
 
-    def stats_of(self, tensors: list[Tensor]) -> tuple[Stats | None, ...]:
-        return tuple(map(self._stats_of, tensors)) if self.stats else ()
+    def stats_of(self, tensors: list[Tensor], node_id: str) -> tuple[Stats | None, ...]:
+        return tuple(self._stats_of(t, node_id) for t in tensors) if self.stats else ()
 
-    def _stats_of(self, tensor: Tensor) -> Stats:
+    def _stats_of(self, tensor: Tensor, node_id: str) -> Stats:
         """Statistics of a tensor; one an op hands back unchanged (dropout in eval) keeps those taken of it."""
         try:
             version = tensor._version
         except RuntimeError:  # an inference tensor keeps no version: nothing proves it unchanged
-            return compute_stats(tensor)
+            return compute_stats(tensor, node_id=node_id)
         key = id(tensor)
         taken = self.taken.get(key)
         if taken is not None and taken[0]() is tensor and taken[1] == version:
             return taken[2]
-        stats = compute_stats(tensor)
+        stats = compute_stats(tensor, node_id=node_id)
         try:
             self.taken[key] = (weakref.ref(tensor), version, stats)
         except TypeError:  # a tensor type without weak references
@@ -325,7 +325,7 @@ class Recorder(TorchFunctionMode):
         elif op in _UNINITIALIZED_OPS:  # the values of `torch.empty` are whatever the memory held
             stats = (None,) * len(outputs)
         else:
-            stats = tuple(map(self._stats_of, outputs))
+            stats = self.stats_of(outputs, node_id)
         self.nodes.append(Node(node_id, _OP, op, tuple(inputs), tuple(described), specs, stats))
         self._produced(outputs, refs)
 

@@ -166,13 +166,16 @@ class _Table:
 
 
 def _moved(tensor: Tensor, alias: Tensor) -> bool:
-    """Whether ``tensor`` no longer holds the memory ``alias`` holds (``tensor.data = ...``)."""
-    return (
-        tensor.dtype != alias.dtype
-        or tensor.shape != alias.shape
-        or (not tensor.is_meta and tensor.data_ptr() != alias.data_ptr())
-        or tensor.stride() != alias.stride()
-    )
+    """Whether ``tensor`` no longer holds the memory ``alias`` holds (``tensor.data = ...``).
+
+    Sparse, nested and meta tensors have no data pointer to compare: for them only a change
+    of dtype, shape or layout shows.
+    """
+    if tensor.dtype != alias.dtype or tensor.shape != alias.shape or tensor.layout != alias.layout:
+        return True
+    if tensor.is_meta or tensor.layout is not torch.strided or tensor.is_nested:
+        return False
+    return tensor.data_ptr() != alias.data_ptr() or tensor.stride() != alias.stride()
 
 
 class RngState:
