@@ -333,6 +333,11 @@ def loads(text: str, *, source: str = "snapshot") -> Trace:
     return check(data, source=source)
 
 
+def loads_with_data(text: str, *, source: str = "snapshot") -> tuple[Trace, dict[str, Any]]:
+    """:func:`loads`, and the Trace's canonical data, which the check has made anyway (the differ's)."""
+    return _checked(parse(text, source=source), source)
+
+
 def checked_data(text: str, *, source: str = "snapshot") -> dict[str, Any]:
     """Parse snapshot text and check the whole file; the plain data."""
     data = parse(text, source=source)
@@ -417,6 +422,11 @@ def check(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
     numbers, and the file is what its own Trace writes (so counts in the summary agree
     with the nodes, and no entry holds a field the schema does not know).
     """
+    return _checked(data, source)[0]
+
+
+def _checked(data: dict[str, Any], source: str) -> tuple[Trace, dict[str, Any]]:
+    """:func:`check`, returning the Trace's own data as well."""
 
     def wrong(problem: str) -> SnapshotFormatError:
         return SnapshotFormatError(f"{source} does not hold together: {problem}; {UPDATE_HINT}")
@@ -479,7 +489,7 @@ def check(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
                     )
                 raise wrong(_disagreement(section, key, stored.get(key), derived.get(key)))
         raise wrong(f"its {section!r} entries are out of order")
-    return trace
+    return trace, again
 
 
 # -- comparison ------------------------------------------------------------------------

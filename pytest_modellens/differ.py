@@ -19,7 +19,7 @@ from typing import Any
 from deepdiff import DeepDiff
 
 from . import ids
-from .canonical import FROZEN, STAT_FIELDS, loads, to_data
+from .canonical import FROZEN, STAT_FIELDS, loads_with_data, to_data
 from .changes import Change, ChangeKind, Comparison, Matching
 from .gcpause import gc_paused
 from .match import match, rename_runs
@@ -33,11 +33,12 @@ _ROLLED_UP = {"params": "params", "trainable": "trainable params", "flops": "flo
 # -- comparing -------------------------------------------------------------------------
 
 
-def _as_trace(value: Trace | str, source: str) -> Trace:
+def _as_trace(value: Trace | str, source: str) -> tuple[Trace, dict[str, Any]]:
+    """The Trace and its canonical data (the text's check makes the data once, not twice)."""
     if isinstance(value, Trace):
-        return value
+        return value, to_data(value)
     if isinstance(value, str):
-        return loads(value, source=source)
+        return loads_with_data(value, source=source)
     raise TypeError(f"diff compares Traces or snapshot texts (got {type(value).__name__!r})")
 
 
@@ -130,11 +131,13 @@ def _views(old: dict[str, Any], new: dict[str, Any], matching: Matching) -> tupl
 @gc_paused
 def compare(old: Trace | str, new: Trace | str, *, tolerance: Tolerance | None = None) -> Comparison:
     """Match ``old`` with ``new`` and list the changes; the renderer draws from the result."""
-    old_trace, new_trace = _as_trace(old, "old snapshot"), _as_trace(new, "new snapshot")
+    (old_trace, old_data), (new_trace, new_data) = (
+        _as_trace(old, "old snapshot"),
+        _as_trace(new, "new snapshot"),
+    )
     if tolerance is None:
         tolerance = new_trace.tolerance
     matching = match(old_trace, new_trace)
-    old_data, new_data = to_data(old_trace), to_data(new_trace)
     before, after = _views(old_data, new_data, matching)
     touched: defaultdict[str, set[tuple[str, str]]] = defaultdict(set)
     for levels in DeepDiff(before, after, view="tree").values():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from enum import Enum
+from functools import lru_cache
 
 #: How the root module is named wherever a person reads a path (its path in the data is "").
 ROOT = "<root>"
@@ -212,12 +213,17 @@ def leaf(path: str) -> str:
     return path.rpartition(".")[2]
 
 
-def ancestors(path: str) -> list[str]:
-    """``a``, ``a.b``, ``a.b.c`` for ``a.b.c``: every prefix, outermost first, ``path`` last."""
+@lru_cache(maxsize=1 << 16)
+def ancestors(path: str) -> tuple[str, ...]:
+    """``a``, ``a.b``, ``a.b.c`` for ``a.b.c``: every prefix, outermost first, ``path`` last.
+
+    Cached: the matcher, the differ and the picture ask it of every node's path, and a
+    model's paths are few next to its nodes.
+    """
     if not path:
-        return []
+        return ()
     parts = path.split(".")
-    return [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
+    return tuple(".".join(parts[:end]) for end in range(1, len(parts) + 1))
 
 
 def is_within(path: str, ancestor: str) -> bool:

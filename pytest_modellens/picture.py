@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from . import ids
 from .changes import Change, ChangeKind, Comparison, Effect, count, whole_modules
+from .gcpause import gc_paused
 from .match import numbered_runs
 from .trace import ModuleInfo, Node, NodeKind, TensorSpec, Trace
 
@@ -216,6 +217,7 @@ def _module_box(key: str, chain: tuple[str, ...], modules: dict[str, ModuleInfo]
 # -- model picture ---------------------------------------------------------------------------
 
 
+@gc_paused
 def trace_graph(trace: Trace, *, depth: int | None = None, rolled: bool = False) -> Graph:
     """The picture of one trace as vertices, edges and clusters (before DOT)."""
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
@@ -305,6 +307,7 @@ def _tooltip(node_id: str, changes: list[Change]) -> str:
     return "\n".join([node_id, *(str(change) for change in changes)])
 
 
+@gc_paused  # one vertex and a few strings per node, all kept: nothing for the collector to find
 def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_ABOVE) -> Graph:
     """The union of the old and new graphs, coloured by change, cropped when big."""
     old, new, matching = comparison.old, comparison.new, comparison.matching

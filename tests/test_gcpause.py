@@ -83,8 +83,31 @@ def test_dumps_and_compare_run_without_the_collector(
     old, new = lens.trace(Watches(), torch.ones(1, 2)), lens.trace(nn.Linear(2, 3), torch.ones(1, 2))
     assert json.loads(old.dumps())["summary"]["ops"] == 1
     assert lens.diff(old, new)
-    assert seen == [("to_data", False), ("match", False), ("to_data", False), ("to_data", False)]
+    assert seen == [("to_data", False), ("to_data", False), ("to_data", False), ("match", False)]
     assert gc.isenabled()
     with pytest.raises(TypeError):
         lens.diff(old, 42)  # type: ignore[arg-type]
+    assert gc.isenabled()
+
+
+def test_pictures_are_built_without_the_collector(
+    collector_on: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_modellens import picture
+
+    seen: list[bool] = []
+    make = picture.Graph
+
+    def watched(*args: object, **kwargs: object) -> picture.Graph:
+        seen.append(gc.isenabled())
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(picture, "Graph", watched)
+    from pytest_modellens.differ import compare
+
+    old = lens.trace(Watches(), torch.ones(1, 2), warmup=False)
+    new = lens.trace(nn.Sequential(Watches(), nn.ReLU()), torch.ones(1, 2), warmup=False)
+    picture.trace_graph(old)
+    picture.diff_graph(compare(old, new))
+    assert seen == [False, False]
     assert gc.isenabled()

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "match": {"ids", "trace", "changes"},
     "gcpause": set(),
     "differ": {"ids", "trace", "canonical", "changes", "match", "gcpause"},
-    "picture": {"ids", "trace", "changes", "match"},
+    "picture": {"ids", "trace", "changes", "match", "gcpause"},
     "render": {"errors", "trace", "changes", "picture"},
     "files": {"errors"},
     "extension": {"errors", "trace", "canonical", "files"},
