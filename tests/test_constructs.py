@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from torch import nn, vmap
 
 import pytest_modellens as lens
 
@@ -16,6 +16,18 @@ class Vmapped(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.vmap(lambda row: self.linear(row).sin())(x) + 1
+
+
+class VmappedAhead(nn.Module):
+    """Vmaps in ``__init__``, and with a ``vmap`` bound at import: both made before any trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+        self.rows = vmap(lambda row: self.linear(row).sin())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rows(x) + 1
 
 
 class Conditional(nn.Module):
@@ -37,6 +49,14 @@ def test_vmap_is_one_operation_reading_its_inputs_and_read_by_what_follows() -> 
     assert trace.node("vmap").outputs[0].shape == (2, 3)
     assert "const:" not in trace.dumps(), "nothing reads as a constant"
     assert torch.vmap.__name__ == "vmap" and torch.vmap is torch.func.vmap, "the patch is gone after"
+
+
+def test_a_function_vmapped_before_the_trace_is_one_operation_too() -> None:
+    model, x = VmappedAhead(), torch.randn(2, 3)
+    trace = lens.trace(model, x)
+    assert [(n.node_id, n.inputs) for n in trace.op_nodes] == [("vmap", ("input:x",)), ("add", ("vmap",))]
+    assert "const:" not in trace.dumps(), "nothing reads as a constant"
+    assert torch.equal(model(x), torch.vmap(lambda row: model.linear(row).sin())(x) + 1), "vmap as before"
 
 
 def test_cond_is_the_if_it_stands_for_a_condition_then_the_branch_that_ran() -> None:

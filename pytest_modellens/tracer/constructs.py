@@ -1,7 +1,6 @@
 """``torch.vmap`` and ``torch.cond`` while tracing: what each looks like in the trace, and why.
 
-Both are patched for the duration of a trace (and put back after it) where user code calls
-them, ``torch.vmap`` / ``torch.func.vmap`` and ``torch.cond``:
+Both are patched for the duration of a trace (and put back after it):
 
 - ``torch.vmap(f)(x)`` is one operation named ``vmap``, reading the tensors it is given and
   returning what ``f`` returned for the whole batch. Its insides run on functorch's batched
@@ -13,8 +12,11 @@ them, ``torch.vmap`` / ``torch.func.vmap`` and ``torch.cond``:
   the chosen branch's operations are traced like any others. Unpatched, ``torch.cond`` compiles
   its branches with dynamo, which cannot run under the tracer's mode.
 
-``vmap`` bound at import time (``from torch import vmap``) escapes the patch: its per-sample ops
-still read as constants.
+For ``vmap`` the patch sits where every vmapped function runs, functorch's ``vmap_impl``
+(looked up by the function ``vmap`` returns each time it is called), so a ``vmap`` bound at
+import time (``from torch import vmap``) and a function vmapped before the trace (in
+``__init__``) are one operation too. A torch without that function gets ``torch.vmap`` and
+``torch.func.vmap`` patched instead, which those two escape.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from .describe import tensors_in
 
 _VMAP = torch.func.vmap
 _COND = torch.cond
+#: Where functorch runs every vmapped call (not in every torch: then the public names are patched).
+_APIS: Any = getattr(getattr(torch, "_functorch", None), "apis", None)
+_VMAP_IMPL: Callable[..., Any] | None = getattr(_APIS, "vmap_impl", None)
 
 
 def vmap(*args: Any, _vmapped: Callable[..., Any], **kwargs: Any) -> Any:
@@ -53,6 +58,17 @@ def _traced_vmap(func: Callable[..., Any], *options: Any, **named: Any) -> Calla
     return run
 
 
+def _traced_vmap_impl(func: Callable[..., Any], *settings_and_args: Any, **kwargs: Any) -> Any:
+    """functorch's ``vmap_impl(func, in_dims, out_dims, randomness, chunk_size, *args, **kwargs)``, traced."""
+    assert _VMAP_IMPL is not None
+    if not torch._C._is_torch_function_mode_enabled():  # inside an operation, or not tracing
+        return _VMAP_IMPL(func, *settings_and_args, **kwargs)
+    settings, args = settings_and_args[:4], settings_and_args[4:]
+    vmapped = functools.partial(_VMAP_IMPL, func, *settings)
+    tensors = tensors_in(args, tensors_in(kwargs.values(), []))
+    return handle_torch_function(vmap, tensors, *args, _vmapped=vmapped, **kwargs)
+
+
 def _eager_cond(
     pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], operands: Any = (), *rest: Any
 ) -> Any:
@@ -64,10 +80,10 @@ def _eager_cond(
 
 #: ``(owner, name, replacement)`` of each construct the trace replaces while it runs.
 _PATCHES = (
-    (torch, "vmap", _traced_vmap),
-    (torch.func, "vmap", _traced_vmap),
-    (torch, "cond", _eager_cond),
-)
+    ((_APIS, "vmap_impl", _traced_vmap_impl),)
+    if _VMAP_IMPL is not None
+    else ((torch, "vmap", _traced_vmap), (torch.func, "vmap", _traced_vmap))
+) + ((torch, "cond", _eager_cond),)
 
 
 def patch() -> list[tuple[Any, str, Any]]:
