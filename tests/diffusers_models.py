@@ -66,13 +66,13 @@ def autoencoder_kl(*, sample_posterior: bool = False) -> Built:
     from diffusers import AutoencoderKL
 
     model = AutoencoderKL(
-        sample_size=32,
+        sample_size=16,
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
         latent_channels=4,
         **SIZES,
     )
-    return model, {"sample": torch.randn(BATCH, 3, 32, 32), "sample_posterior": sample_posterior}
+    return model, {"sample": torch.randn(BATCH, 3, 16, 16), "sample_posterior": sample_posterior}
 
 
 MODELS: dict[str, Callable[[], Built]] = {

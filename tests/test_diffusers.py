@@ -8,6 +8,8 @@ models are in :mod:`diffusers_models`; the checks are the transformers catalogue
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import diffusers_models
 import pytest
 import torch
@@ -78,3 +80,39 @@ def test_the_meta_snapshot_equals_the_cpu_one(name: str) -> None:
     on_cpu = lens.trace(model, **kwargs).dumps()
     model, kwargs = diffusers_models.build(name, "meta")
     check_meta(name, on_cpu, model, kwargs)
+
+
+USER_TEST = """
+import os
+
+from pathlib import Path
+
+import diffusers_models
+
+
+def test_vae(model_trace, snapshot):
+    model, kwargs = diffusers_models.build(os.environ.get("LENS_VAE", "AutoencoderKL"))
+    assert model_trace(model, **kwargs) == snapshot
+"""
+
+
+def test_a_users_snapshot_of_the_vae_passes_until_the_forward_samples(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin's whole cycle on a diffusers model, with statistics: written, passing, failing."""
+    pytester.syspathinsert(Path(__file__).parent)
+    pytester.makepyfile(test_vae=USER_TEST)
+    assert pytester.runpytest("--lens-update", "--lens-stats").ret == 0
+    assert pytester.runpytest("--lens-stats").ret == 0
+
+    monkeypatch.setenv("LENS_VAE", "AutoencoderKL-sampled")
+    result = pytester.runpytest("--lens-stats")
+    assert result.ret == 1
+    # The draw from the posterior is the cause, named by its ops; the statistics that follow it are not rows.
+    result.stdout.fnmatch_lines(
+        [
+            "*model snapshot test_vae changed: 4 nodes added*",
+            "*<root>*ops*randn, to, mul, add*",
+            "*accept with: pytest --lens-update*",
+        ]
+    )
