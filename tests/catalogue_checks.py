@@ -57,7 +57,9 @@ def digests_by_hash_seed(builder: str, names: list[str]) -> dict[str, dict[str, 
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, "PYTHONHASHSEED": seed},
+            # One thread each: the processes run side by side, and torch's threads spinning on
+            # shared cores made them several times slower. Structure does not depend on it.
+            env={**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"},
         )
         for seed in HASH_SEEDS
     ]

@@ -3,7 +3,8 @@
 Part of the optional catalogue group (marker ``catalogue``, run by ``scripts/catalogue.sh``,
 which installs diffusers); skipped with the reason when diffusers is not installed. The
 models are in :mod:`diffusers_models`; the checks are the transformers catalogue's
-(:mod:`catalogue_checks`, :mod:`unchanged`), plus one trace with statistics each.
+(:mod:`catalogue_checks`, :mod:`unchanged`), plus a trace with statistics each and the
+plugin's whole cycle on the VAE.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ by_name = pytest.mark.parametrize("name", diffusers_models.architectures())
 
 @pytest.fixture(scope="module", autouse=True)
 def _diffusers() -> None:
-    """Skip when diffusers is missing; here rather than at import, so a plain run deselects quietly."""
+    """Skip when diffusers is missing; here rather than at import, so a plain run deselects quietly.
+
+    It also imports diffusers before any pytester run: pytester drops the modules a run imported,
+    and importing diffusers a second time registers a torch library twice, which torch refuses.
+    """
     pytest.importorskip("diffusers", reason="diffusers is not installed: scripts/catalogue.sh installs it")
 
 
@@ -84,8 +89,6 @@ def test_the_meta_snapshot_equals_the_cpu_one(name: str) -> None:
 
 USER_TEST = """
 import os
-
-from pathlib import Path
 
 import diffusers_models
 
