@@ -1,11 +1,11 @@
 """A few ``diffusers`` models built from tiny configs, for the catalogue's optional group.
 
-Unlike :mod:`catalogue`, the configs are written by hand: diffusers has no registry of model
-types to derive them from, and three models cover the building blocks its pipelines are made
-of (resnet blocks, down- and up-sampling, self- and cross-attention, the timestep embedding,
-the VAE's encoder, posterior and decoder). Sizes are the smallest its checks accept: two
-resolutions of 32 and 64 channels, one layer per block, 8 channels per group norm. No weights
-are downloaded; everything is seeded, so a build is the same in every process.
+Unlike :mod:`catalogue`, the configs are written by hand: three models, which together hold the
+building blocks diffusers' pipelines are made of (resnet blocks, down- and up-sampling, self-
+and cross-attention, the timestep embedding, the VAE's encoder, posterior and decoder). Sizes
+are about the smallest its checks accept: two resolutions of 32 and 64 channels, one layer per
+block, group norms of 8 groups, 16 pixels. No weights are downloaded; everything is seeded, so
+a build is the same in every process.
 
 ``build(name, device)`` gives ``(model in eval mode, forward kwargs)``, like :func:`catalogue.build`.
 """
@@ -91,6 +91,8 @@ def architectures() -> list[str]:
 
 def build(name: str, device: str = "cpu") -> Built:
     """``(model in eval mode, forward kwargs)`` for ``name``, seeded, made on ``device``."""
+    if name not in MODELS:
+        raise KeyError(f"no diffusers model {name!r} here; the names are {', '.join(MODELS)}")
     torch.manual_seed(0)
     with warnings.catch_warnings(), torch.device(device):
         warnings.simplefilter("ignore")  # diffusers' deprecation notes, which say nothing about the tracer
