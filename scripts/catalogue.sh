@@ -2,7 +2,7 @@
 # The optional catalogue group (marker `catalogue`): the transformers catalogue
 # (tests/test_catalogue.py) on a fixed sample by default (CI, about 40 s), every architecture
 # with LENS_CATALOGUE=all (about 5 minutes on 2 cores); and a few diffusers models
-# (tests/test_diffusers.py, about 15 s). Extra arguments go to pytest.
+# (tests/test_diffusers.py, about 20 s of CPU time). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
