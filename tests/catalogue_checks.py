@@ -1,0 +1,82 @@
+"""Checks the optional catalogue group runs on every model, whichever library built it.
+
+A builder module is one with ``build(name, device) -> (model, kwargs)``, seeded
+(:mod:`catalogue` for transformers, :mod:`diffusers_models`). ``digests_by_hash_seed`` traces
+its models in fresh processes, one per hash seed, as xdist workers would; ``check_meta`` holds
+the meta-device promise: the CPU snapshot where the plain meta forward runs, else an error
+that names the op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from catalogue import plain_forward
+
+import pytest_modellens as lens
+
+#: Two hash seeds under which ``{"full_attention", "sliding_attention"}`` iterates in both
+#: orders: a forward that loops over ``set(config.layer_types)`` runs its work in each.
+HASH_SEEDS = ("0", "1")
+
+DUMP = """
+import hashlib, importlib, json, sys, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, sys.argv[1])
+import pytest_modellens as lens
+builder = importlib.import_module(sys.argv[2])
+for name in sys.argv[3:]:
+    try:
+        model, kwargs = builder.build(name)
+        text = lens.trace(model, **kwargs).dumps()
+        result = hashlib.sha256(text.encode()).hexdigest()
+    except Exception as error:
+        result = f"error: {type(error).__name__}"
+    print(json.dumps([name, result]), flush=True)
+"""
+
+
+def digest(text: str) -> str:
+    """What :data:`DUMP` prints for a snapshot: the digest of its bytes."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def digests_by_hash_seed(builder: str, names: list[str]) -> dict[str, dict[str, str]]:
+    """The snapshot digest (or ``error: <type>``) of each model, in one fresh process per hash seed."""
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DUMP, str(Path(__file__).parent), builder, *names],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            # One thread each: the processes run side by side, and torch's threads spinning on
+            # shared cores made them several times slower. Structure does not depend on it.
+            env={**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"},
+        )
+        for seed in HASH_SEEDS
+    ]
+    found = {}
+    for seed, run in zip(HASH_SEEDS, runs):
+        out, _ = run.communicate(timeout=3600)
+        found[seed] = dict(json.loads(line) for line in out.splitlines() if line.startswith("["))
+    return found
+
+
+def check_meta(name: str, on_cpu: str, model: torch.nn.Module, kwargs: dict[str, Any]) -> None:
+    """On meta: the CPU snapshot where the plain meta forward runs, else an error naming the op."""
+    if plain_forward(model, kwargs) is None:
+        assert lens.trace(model, **kwargs).dumps() == on_cpu, (
+            f"{name}: the meta snapshot differs from the CPU one"
+        )
+        return
+    with pytest.raises(lens.TraceError) as raised:
+        lens.trace(model, **kwargs)
+    assert "in the operation" in str(raised.value), f"{name}: the meta failure names no op: {raised.value}"
