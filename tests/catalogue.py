@@ -276,15 +276,17 @@ def build(model_type: str, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
 
 
 def plain_forward(model: Any, kwargs: dict[str, Any]) -> str | None:
-    """Why the untraced forward fails, or None when it runs (the model's state put back after)."""
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    """Why the untraced forward fails, or None when it runs.
+
+    It runs on a copy: a forward may replace what no state dict holds (``wav2vec2-conformer``
+    grows its non-persistent ``pe`` buffer to the input's length), and a model that kept that
+    would trace differently afterwards.
+    """
     try:
         with torch.no_grad(), _quiet():
-            model(**kwargs)
+            copy.deepcopy(model)(**kwargs)
     except Exception as error:  # noqa: BLE001
         return f"{type(error).__name__}: {_short(error)}"
-    finally:
-        model.load_state_dict(state, strict=False)
     return None
 
 

@@ -54,10 +54,21 @@ for name in sys.argv[2:]:
 
 
 def _selected() -> list[str]:
+    """``LENS_CATALOGUE``: ``all``, or names separated by commas; the sample when it is not set."""
     every = catalogue.architectures()
-    if os.environ.get("LENS_CATALOGUE") == "all":
+    chosen = os.environ.get("LENS_CATALOGUE", "")
+    if chosen == "all":
         return every
-    return [name for name in SAMPLE if name in every]
+    if not chosen:
+        return [name for name in SAMPLE if name in every]
+    names = [name.strip() for name in chosen.split(",") if name.strip()]
+    unknown = [name for name in names if name not in every]
+    if unknown:
+        raise pytest.UsageError(
+            f"LENS_CATALOGUE names {unknown}, which the installed transformers has no model for; "
+            "give 'all' or model types such as 'bert,gpt2'"
+        )
+    return names
 
 
 @pytest.fixture(scope="module")
