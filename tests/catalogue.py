@@ -20,6 +20,7 @@ import copy
 import inspect
 import io
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -86,8 +87,6 @@ _KEEP = re.compile(
 _DERIVED = frozenset({"out_features", "out_indices", "stage_names", "per_layer_config"})
 _EXPERTS = re.compile(r"experts$")
 _TOP_K = re.compile(r"experts_per_tok|top_k|topk|num_selected|^n_group$|^num_expert_group$")
-#: ``mrope_section`` splits half a head's rotary width into (time, height, width).
-ROTARY_SECTIONS = [2, 3, 3]
 
 
 def _small(key: str, value: int) -> int:
@@ -147,8 +146,6 @@ def _shrink(data: dict[str, Any]) -> dict[str, Any]:
                 layer_counts[value] = out[key]
         elif isinstance(value, dict) and ("model_type" in value or any(k.endswith("_size") for k in value)):
             out[key] = _shrink(value)
-        elif isinstance(value, dict) and key == "rope_parameters":
-            out[key] = _rope_sections(value)
         elif (
             isinstance(value, list)
             and value
@@ -181,20 +178,35 @@ def _shrink(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _rope_sections(rope: dict[str, Any]) -> dict[str, Any]:
-    """Rope parameters (or one set per layer type) with ``mrope_section`` fitted to the tiny heads."""
-    if all(isinstance(v, dict) for v in rope.values()):
-        return {kind: _rope_sections(v) for kind, v in rope.items()}
-    return {**rope, "mrope_section": ROTARY_SECTIONS} if "mrope_section" in rope else rope
+def _reads_rotary_sections(data: dict[str, Any]) -> bool:
+    """Whether the code of the config's model, or of a sub-config's, splits its rotary by ``mrope_section``.
+
+    Such code has a default of its own where the config sets none, sized for the full heads.
+    """
+    if "mrope_section" in repr(data):
+        return True
+    types = [data.get("model_type"), *(v.get("model_type") for v in data.values() if isinstance(v, dict))]
+    for model_type in filter(None, types):
+        try:
+            source = inspect.getsource(sys.modules[_model_class(model_type).__module__])
+        except (KeyError, NotBuilt, OSError, TypeError):
+            continue
+        if "mrope_section" in source:
+            return True
+    return False
 
 
 def _with_rotary_sections(data: dict[str, Any]) -> None:
-    """Give the text rope of a vision-language config the sections its model would otherwise assume."""
+    """Give each rope of the config the (time, height, width) sections of the tiny heads' rotary."""
     for holder in (data, *(v for v in data.values() if isinstance(v, dict))):
         rope = holder.get("rope_parameters")
         if isinstance(rope, dict) and "rope_type" in rope:
-            rope.setdefault("mrope_section", ROTARY_SECTIONS)
-        if holder is not data and "vision_config" in holder:
+            factor = rope.get("partial_rotary_factor", holder.get("partial_rotary_factor", 1.0)) or 1.0
+            half = int(HEAD_DIM * factor) // 2
+            time = max(1, half // 4)
+            height = (half - time) // 2
+            rope["mrope_section"] = [time, height, half - time - height]
+        if holder is not data:
             _with_rotary_sections(holder)
 
 
@@ -247,10 +259,8 @@ def tiny_config(model_type: str) -> Any:
             data = _shrink(default.to_dict())
             data.pop("model_type", None)
             data.pop("transformers_version", None)
-            if "vision_config" in data or any(
-                isinstance(v, dict) and "vision_config" in v for v in data.values()
-            ):
-                _with_rotary_sections(data)  # a vision-language model's text rotary: time, height, width
+            if _reads_rotary_sections({**data, "model_type": model_type}):
+                _with_rotary_sections(data)
             config = type(default).from_dict(data)
     except Exception as error:  # noqa: BLE001 - any config that will not shrink is not built
         raise NotBuilt(f"config: {type(error).__name__}: {_short(error)}") from None
@@ -326,6 +336,13 @@ def _inputs(model: Any, config: Any) -> list[dict[str, Any]]:
         frames = 2 * _field(config, "max_source_positions", 32)
         kwargs["input_features"] = torch.randn(BATCH, bins, frames)
         variants.append({"input_features": kwargs["input_features"].transpose(1, 2).contiguous()})
+    elif main == "pixel_values_videos":
+        frames = _field(config, "num_frames", None) or _field(config, "frames_per_clip", 8)
+        kwargs[main] = torch.randn(BATCH, frames, channels, image, image)
+    elif main == "past_values":  # a time series: (batch, context, channels)
+        context = _field(config, "context_length", SEQUENCE)
+        kwargs[main] = torch.randn(BATCH, context, _field(config, "num_input_channels", 1))
+        variants.append({main: torch.randn(BATCH, context)})
     elif main in parameters:
         raise NotBuilt(f"no recipe for inputs named {main!r}")
     if "pixel_values" in parameters and "pixel_values" not in kwargs and "input_ids" not in kwargs:
