@@ -235,10 +235,12 @@ def _agree(default: dict[str, Any], out: dict[str, Any]) -> None:
 def _agree_attention(default: dict[str, Any], out: dict[str, Any]) -> None:
     """Head counts and widths: keys with as many heads as queries (latent attention) keep that.
 
-    A query width that is the sum of its parts stays so; a head width left ``None`` (which the
-    models read as the width over the heads) is given.
+    A query width that is the sum of its parts stays so; a head width that must be the width
+    over the heads (``d_head``), or is left ``None`` where the models read it as that, is so.
     """
     heads, kv_heads = "num_attention_heads", "num_key_value_heads"
+    if all(isinstance(out.get(k), int) for k in ("d_head", "d_model", "n_head")):
+        out["d_head"] = out["d_model"] // out["n_head"]
     if "head_dim" in out and out["head_dim"] is None and isinstance(out.get(heads), int):
         out["head_dim"] = out.get("hidden_size", WIDTH) // out[heads]
     if default.get(kv_heads) is not None and default.get(kv_heads) == default.get(heads):
