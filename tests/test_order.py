@@ -156,3 +156,28 @@ def test_blocks_that_read_each_other_keep_the_forwards_order() -> None:
     ops = [node.node_id for node in trace.op_nodes]
     assert ops.index("and:2") > ops.index("and")
     assert trace.node("and:2").inputs[0] == "and"
+
+
+class TwoLines(nn.Module):
+    """Two independent lines on the same input that do not look alike: the program's order stays."""
+
+    def __init__(self, *, swapped: bool) -> None:
+        super().__init__()
+        self.swapped = swapped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.swapped:
+            b = x.transpose(0, 1).sum(0)
+            a = x.view(-1).relu()
+        else:
+            a = x.view(-1).relu()
+            b = x.transpose(0, 1).sum(0)
+        return a.sum() + b.sum()
+
+
+def test_independent_lines_that_differ_in_their_ends_keep_the_forwards_order() -> None:
+    x = torch.randn(3, 3)
+    plain = [node.op for node in lens.trace(TwoLines(swapped=False), x).op_nodes]
+    swapped = [node.op for node in lens.trace(TwoLines(swapped=True), x).op_nodes]
+    assert plain[:4] == ["view", "relu", "transpose", "sum"]
+    assert swapped[:4] == ["transpose", "sum", "view", "relu"]
