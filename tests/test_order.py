@@ -181,3 +181,16 @@ def test_independent_lines_that_differ_in_their_ends_keep_the_forwards_order() -
     swapped = [node.op for node in lens.trace(TwoLines(swapped=True), x).op_nodes]
     assert plain[:4] == ["view", "relu", "transpose", "sum"]
     assert swapped[:4] == ["transpose", "sum", "view", "relu"]
+
+
+class RangeLoop(nn.Module):
+    """Alike blocks from a loop over a range: already one order, which the numbers keep."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([(x + i).relu() for i in range(12)]).sum(0)
+
+
+def test_blocks_from_a_loop_over_a_range_keep_the_loops_order() -> None:
+    trace = lens.trace(RangeLoop(), torch.randn(3))
+    added = [dict(node.args)["1"] for node in trace.op_nodes if node.op == "add"]
+    assert added == list(range(12))

@@ -26,8 +26,10 @@ gave them, which is the program's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from .. import ids
 from ..trace import Node, NodeKind
@@ -238,8 +240,11 @@ def _writes_outside(node: Node, made: set[str]) -> bool:
     return writes(node.op, dict(node.args)) and bool(node.inputs) and node.inputs[0] not in made
 
 
-def _block_content(nodes: list[Node], block: tuple[int, int]) -> str:
-    """A block's nodes written with its own nodes by place: equal blocks give equal text."""
+def _block_content(nodes: list[Node], block: tuple[int, int]) -> tuple[Any, ...]:
+    """A block's nodes with its own nodes by place: equal blocks give equal keys.
+
+    Numbers compare as numbers, so blocks a loop over a ``range`` made keep the loop's order.
+    """
     place = {nodes[index].node_id: f"<{index - block[0]}>" for index in range(*block)}
 
     def local(ref: str) -> str:
@@ -248,11 +253,29 @@ def _block_content(nodes: list[Node], block: tuple[int, int]) -> str:
             return ref
         return place[node_id] if k is None else ids.output_ref(place[node_id], k)
 
-    parts = []
-    for node in nodes[block[0] : block[1]]:
-        refs = [local(ref) for ref in node.inputs]
-        parts.append(repr((node.op, refs, node.args, [str(spec) for spec in node.outputs], node.stats)))
-    return "\n".join(parts)
+    return tuple(
+        (
+            node.op,
+            tuple(map(local, node.inputs)),
+            _sortable(node.args),
+            tuple(map(str, node.outputs)),
+            repr(node.stats),
+        )
+        for node in nodes[block[0] : block[1]]
+    )
+
+
+def _sortable(value: Any) -> tuple[Any, ...]:
+    """``value`` as a key that compares with any other: by kind, then numbers as numbers."""
+    if value is None:
+        return (0,)
+    if isinstance(value, (bool, int)) or isinstance(value, float) and not math.isnan(value):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    if isinstance(value, (list, tuple)):
+        return (3, tuple(map(_sortable, value)))
+    return (4, repr(value))
 
 
 def _renumbered(node_ids: list[str]) -> dict[str, str]:
