@@ -314,6 +314,7 @@ def _inputs(model: Any, config: Any) -> list[dict[str, Any]]:
     """
     parameters = inspect.signature(model.forward).parameters
     main = getattr(model, "main_input_name", "input_ids")
+    main = main[0] if isinstance(main, (list, tuple)) else main  # oneformer: pixels, then a task
     vocab = _field(config, "vocab_size", 64)
     low, high = (3, min(vocab, 64)) if vocab > 8 else (0, vocab)
     image = _field(config, "image_size", IMAGE)

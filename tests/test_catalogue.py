@@ -32,6 +32,7 @@ SAMPLE = (
     "olmo3", "modernbert", "gemma3_text", "dinov3_vit", "levit", "big_bird", "ibert", "rwkv",
     "bert", "gpt2", "llama", "t5", "bart", "vit", "deit", "whisper", "wav2vec2", "mixtral",
     "mistral", "qwen2", "resnet", "convnext", "mamba", "distilbert", "roberta",
+    "gemma3", "wav2vec2-conformer", "clip", "deepseek_v3", "qwen2_vl",
 )  # fmt: skip
 #: Two hash seeds under which ``{"full_attention", "sliding_attention"}`` iterates in both
 #: orders: a forward that loops over ``set(config.layer_types)`` runs its work in each.
