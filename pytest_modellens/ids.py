@@ -78,6 +78,12 @@ def numbered(name: str, n: int) -> str:
     return name if n == 1 else f"{name}:{n}"
 
 
+def split_numbered_op(name: str) -> tuple[str, int]:
+    """``(op, n)`` of an ``op[:n]`` name (the inverse of :func:`numbered`): ``("add", 2)`` of ``add:2``."""
+    op, colon, n = name.rpartition(":")
+    return (op, int(n)) if colon and n.isdigit() else (name, 1)
+
+
 def op_id(scope_: str, op: str, n: int) -> str:
     """The id of the ``n``-th ``op`` in ``scope_``."""
     name = numbered(op, n)

@@ -20,6 +20,7 @@ import copy
 import inspect
 import io
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -70,7 +71,7 @@ _LAYERS = re.compile(
     r"(^|_)(num_)?(hidden_|encoder_|decoder_|text_|vision_)?(layers|layer|blocks)$|^n_layers?$|depth$"
 )
 _HEADS = re.compile(r"heads?$|^n_head")
-_HEAD_DIM = re.compile(r"head_dim$|^d_kv$|^kv_channels$|head_size$|_head_dim$")
+_HEAD_DIM = re.compile(r"head_dim$|^d_kv$|^kv_channels$|head_size$|_head_dim$|^rotary_dim$")
 _FEED_FORWARD = re.compile(r"intermediate|ffn|^d_ff$|^n_inner$|mlp_dim|_ff_|^ff_|dim_feedforward")
 _WIDTH = re.compile(
     r"hidden_size|^d_model$|^n_embd$|embed_dim|^dim$|hidden_dim|projection_dim|embedding_size|"
@@ -83,9 +84,9 @@ _KEEP = re.compile(
     r"factor|rope|seed|bins|query"
 )
 #: Fields a config derives from the sizes: left out, so that it derives them from the tiny ones.
-_DERIVED = frozenset({"out_features", "out_indices", "stage_names"})
+_DERIVED = frozenset({"out_features", "out_indices", "stage_names", "per_layer_config"})
 _EXPERTS = re.compile(r"experts$")
-_TOP_K = re.compile(r"experts_per_tok|top_k|topk|num_selected")
+_TOP_K = re.compile(r"experts_per_tok|top_k|topk|num_selected|^n_group$|^num_expert_group$")
 
 
 def _small(key: str, value: int) -> int:
@@ -133,6 +134,7 @@ def _shrink(data: dict[str, Any]) -> dict[str, Any]:
     """A config dict (sub-configs as dicts) with every size made tiny."""
     out: dict[str, Any] = {}
     layer_counts = {}
+    stages: set[int] = set()
     for key, value in data.items():
         if key in _DERIVED:
             continue
@@ -150,7 +152,9 @@ def _shrink(data: dict[str, Any]) -> dict[str, Any]:
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
             if _LAYERS.search(key) or key in {"depths", "layers"}:
-                out[key] = [min(v, 1) for v in value]
+                # Stage ``i`` keeps up to ``i + 1`` layers: cvt reads a per-layer rate at its stage index.
+                out[key] = [min(v, i + 1) for i, v in enumerate(value)]
+                stages.add(len(value))
             elif _HEADS.search(key):
                 out[key] = [min(v, 2) for v in value]
             elif _WIDTH.search(key) and not _KEEP.search(key) and max(value) > WIDTH:
@@ -160,9 +164,10 @@ def _shrink(data: dict[str, Any]) -> dict[str, Any]:
                 out[key] = value
         else:
             out[key] = value
-    for key, value in list(out.items()):  # per-layer lists follow the new depth
-        if isinstance(value, list) and len(value) in layer_counts and key != "depths":
+    for key, value in list(out.items()):  # per-layer lists follow the new depth, per-stage ones stay
+        if isinstance(value, list) and len(value) in layer_counts and len(value) not in stages:
             out[key] = _layer_list(value, layer_counts[len(value)])
+    _agree(data, out)
     token_ids = [
         v for k, v in out.items()
         if isinstance(v, int) and not isinstance(v, bool) and ("token" in k or k.endswith("_id")) and v >= 0
@@ -171,6 +176,80 @@ def _shrink(data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, int) and (key.startswith("vocab") or key.endswith("vocab_size")) and value > 128:
             out[key] = max([128, *(t + 1 for t in token_ids if t < value)])
     return out
+
+
+def _reads_rotary_sections(data: dict[str, Any]) -> bool:
+    """Whether the code of the config's model, or of a sub-config's, splits its rotary by ``mrope_section``.
+
+    Such code has a default of its own where the config sets none, sized for the full heads.
+    """
+    if "mrope_section" in repr(data):
+        return True
+    types = [data.get("model_type"), *(v.get("model_type") for v in data.values() if isinstance(v, dict))]
+    for model_type in filter(None, types):
+        try:
+            source = inspect.getsource(sys.modules[_model_class(model_type).__module__])
+        except (KeyError, NotBuilt, OSError, TypeError):
+            continue
+        if "mrope_section" in source:
+            return True
+    return False
+
+
+def _with_rotary_sections(data: dict[str, Any]) -> None:
+    """Give each rope of the config the (time, height, width) sections of the tiny heads' rotary."""
+    for holder in (data, *(v for v in data.values() if isinstance(v, dict))):
+        rope = holder.get("rope_parameters")
+        if isinstance(rope, dict) and "rope_type" in rope:
+            factor = rope.get("partial_rotary_factor", holder.get("partial_rotary_factor", 1.0)) or 1.0
+            half = int(HEAD_DIM * factor) // 2
+            time = max(1, half // 4)
+            height = (half - time) // 2
+            rope["mrope_section"] = [time, height, half - time - height]
+        if holder is not data:
+            _with_rotary_sections(holder)
+
+
+#: A state-space mixer's (heads, head width, expansion, groups), as the two spellings name them.
+_STATE_SPACE = (
+    ("mamba_n_heads", "mamba_d_head", "mamba_expand", "mamba_n_groups"),
+    ("num_heads", "head_dim", "expand", "n_groups"),
+)
+
+
+def _agree(default: dict[str, Any], out: dict[str, Any]) -> None:
+    """Sizes a config checks against each other, made to agree again after shrinking."""
+    _agree_attention(default, out)
+    width = out.get("hidden_size")
+    for heads, head_width, expand, groups in _STATE_SPACE:
+        if all(isinstance(out.get(k), int) for k in (heads, head_width, expand, "hidden_size")):
+            out[head_width] = out[expand] * width // out[heads]  # heads times width is the expanded width
+            if isinstance(out.get(groups), int) and out[heads] % out[groups]:
+                out[groups] = 1
+            if "mamba_d_ssm" in out:
+                out["mamba_d_ssm"] = out[expand] * width
+    if isinstance(out.get("index_topk"), int) and isinstance(out.get("index_kpool"), int):
+        out["index_topk"] = out["index_kpool"]  # a top-k stays a multiple of the pool it is drawn from
+
+
+def _agree_attention(default: dict[str, Any], out: dict[str, Any]) -> None:
+    """Head counts and widths: keys with as many heads as queries (latent attention) keep that.
+
+    A query width that is the sum of its parts stays so; a head width that must be the width
+    over the heads (``d_head``), or is left ``None`` where the models read it as that, is so.
+    """
+    heads, kv_heads = "num_attention_heads", "num_key_value_heads"
+    if all(isinstance(out.get(k), int) for k in ("d_head", "d_model", "n_head")):
+        out["d_head"] = out["d_model"] // out["n_head"]
+    if "head_dim" in out and out["head_dim"] is None and isinstance(out.get(heads), int):
+        out["head_dim"] = out.get("hidden_size", WIDTH) // out[heads]
+    if default.get(kv_heads) is not None and default.get(kv_heads) == default.get(heads):
+        out[kv_heads] = out[heads]
+    parts = ("qk_nope_head_dim", "qk_rope_head_dim")
+    if all(isinstance(out.get(k), int) for k in parts):
+        for key in ("qk_head_dim", "head_dim"):
+            if default.get(key) == sum(default[k] for k in parts):
+                out[key] = sum(out[k] for k in parts)
 
 
 def tiny_config(model_type: str) -> Any:
@@ -182,6 +261,8 @@ def tiny_config(model_type: str) -> Any:
             data = _shrink(default.to_dict())
             data.pop("model_type", None)
             data.pop("transformers_version", None)
+            if _reads_rotary_sections({**data, "model_type": model_type}):
+                _with_rotary_sections(data)
             config = type(default).from_dict(data)
     except Exception as error:  # noqa: BLE001 - any config that will not shrink is not built
         raise NotBuilt(f"config: {type(error).__name__}: {_short(error)}") from None
@@ -223,68 +304,113 @@ def _field(config: Any, name: str, default: Any) -> Any:
     return default
 
 
-def _inputs(model: Any, config: Any) -> dict[str, Any]:
-    """Inputs for the forward, made from its signature and the config."""
+def _inputs(model: Any, config: Any) -> list[dict[str, Any]]:
+    """Inputs for the forward, made from its signature and the config: the likeliest first.
+
+    The signature does not say a tensor's layout, so the later candidates are the other layouts
+    models use: audio as ``(batch, channels, samples)`` or features as ``(batch, frames, bins)``,
+    video as ``(batch, frames, channels, height, width)``, an image beside the text of a model
+    that matches the two, decoder tokens for a model that needs them without saying so.
+    """
     parameters = inspect.signature(model.forward).parameters
     main = getattr(model, "main_input_name", "input_ids")
+    main = main[0] if isinstance(main, (list, tuple)) else main  # oneformer: pixels, then a task
     vocab = _field(config, "vocab_size", 64)
     low, high = (3, min(vocab, 64)) if vocab > 8 else (0, vocab)
     image = _field(config, "image_size", IMAGE)
     image = image[0] if isinstance(image, (list, tuple)) else image
     channels = _field(config, "num_channels", 3)
+    pixels = torch.randn(BATCH, channels, image, image)
     kwargs: dict[str, Any] = {}
+    variants: list[dict[str, Any]] = []
     if main == "input_ids" or "input_ids" in parameters and main not in parameters:
         kwargs["input_ids"] = torch.randint(low, high, (BATCH, SEQUENCE))
+        if "pixel_values" in parameters:
+            variants.append({"pixel_values": pixels})
     elif main == "pixel_values":
-        kwargs["pixel_values"] = torch.randn(BATCH, channels, image, image)
+        kwargs["pixel_values"] = pixels
+        frames = _field(config, "num_frames", 8)
+        variants.append({"pixel_values": torch.randn(BATCH, frames, channels, image, image)})
     elif main == "input_values":
         kwargs["input_values"] = torch.randn(BATCH, 1600)
+        variants.append({"input_values": torch.randn(BATCH, _field(config, "audio_channels", 1), 1600)})
     elif main == "input_features":
         bins = _field(config, "num_mel_bins", None) or _field(config, "feature_size", 80)
         frames = 2 * _field(config, "max_source_positions", 32)
         kwargs["input_features"] = torch.randn(BATCH, bins, frames)
+        variants.append({"input_features": kwargs["input_features"].transpose(1, 2).contiguous()})
+    elif main == "pixel_values_videos":
+        frames = _field(config, "num_frames", None) or _field(config, "frames_per_clip", 8)
+        kwargs[main] = torch.randn(BATCH, frames, channels, image, image)
+    elif main == "past_values":  # a time series: (batch, context, channels)
+        context = _field(config, "context_length", SEQUENCE)
+        kwargs[main] = torch.randn(BATCH, context, _field(config, "num_input_channels", 1))
+        variants.append({main: torch.randn(BATCH, context)})
     elif main in parameters:
         raise NotBuilt(f"no recipe for inputs named {main!r}")
     if "pixel_values" in parameters and "pixel_values" not in kwargs and "input_ids" not in kwargs:
-        kwargs["pixel_values"] = torch.randn(BATCH, channels, image, image)
+        kwargs["pixel_values"] = pixels
     if "input_ids" in kwargs and "attention_mask" in parameters:
         kwargs["attention_mask"] = torch.ones(BATCH, SEQUENCE, dtype=torch.long)
-    if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in parameters:
-        kwargs["decoder_input_ids"] = torch.randint(low, high, (BATCH, 4))
+    if "decoder_input_ids" in parameters:
+        decoder = {"decoder_input_ids": torch.randint(low, high, (BATCH, 4))}
+        if getattr(config, "is_encoder_decoder", False):
+            kwargs.update(decoder)
+        else:
+            variants.append(decoder)
     if "use_cache" in parameters:
         kwargs["use_cache"] = False
     if not kwargs:
         raise NotBuilt("no input the catalogue knows how to make")
-    return kwargs
+    return [kwargs, *({**kwargs, **variant} for variant in variants)]
 
 
-def build(model_type: str, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """``(model in eval mode, forward kwargs)`` for ``model_type``, seeded, on ``device``."""
-    config = tiny_config(model_type)
+def _model(model_type: str, config: Any, device: str) -> Any:
     cls = _model_class(model_type)
     torch.manual_seed(0)
     try:
         with _quiet(), torch.device(device):
-            model = cls(copy.deepcopy(config)).eval()
+            return cls(copy.deepcopy(config)).eval()
     except Exception as error:  # noqa: BLE001
         raise NotBuilt(f"model: {type(error).__name__}: {_short(error)}") from None
+
+
+#: Which of an architecture's input candidates its forward runs with, found on the CPU once.
+_CHOSEN: dict[str, int] = {}
+
+
+def build(model_type: str, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """``(model in eval mode, forward kwargs)`` for ``model_type``, seeded, on ``device``.
+
+    The kwargs are the first candidate the plain forward runs with on the CPU (the first of all
+    when none does), so a meta build gets the CPU build's inputs.
+    """
+    config = tiny_config(model_type)
+    model = _model(model_type, config, device)
     torch.manual_seed(1)
-    kwargs = _inputs(model, config)
+    candidates = _inputs(model, config)
+    if model_type not in _CHOSEN:
+        probe = model if device == "cpu" else _model(model_type, config, "cpu")
+        runs = (i for i, kwargs in enumerate(candidates) if plain_forward(probe, kwargs) is None)
+        _CHOSEN[model_type] = next(runs, 0)
+    kwargs = candidates[_CHOSEN[model_type]]
     if device != "cpu":
         kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     return model, kwargs
 
 
 def plain_forward(model: Any, kwargs: dict[str, Any]) -> str | None:
-    """Why the untraced forward fails, or None when it runs (the model's state put back after)."""
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    """Why the untraced forward fails, or None when it runs.
+
+    It runs on a copy: a forward may replace what no state dict holds (``wav2vec2-conformer``
+    grows its non-persistent ``pe`` buffer to the input's length), and a model that kept that
+    would trace differently afterwards.
+    """
     try:
         with torch.no_grad(), _quiet():
-            model(**kwargs)
+            copy.deepcopy(model)(**kwargs)
     except Exception as error:  # noqa: BLE001
         return f"{type(error).__name__}: {_short(error)}"
-    finally:
-        model.load_state_dict(state, strict=False)
     return None
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -62,3 +68,129 @@ def test_calls_on_different_data_keep_the_forwards_order() -> None:
     swapped = lens.trace(Siamese(swapped=True), a, b)
     assert plain.node("encoder/linear").inputs[0] == "input:a"
     assert swapped.node("encoder/linear").inputs[0] == "input:b"
+
+
+#: Under these hash seeds ``set(LAYER_TYPES)`` iterates in both orders (the test checks it).
+LAYER_TYPES = ("full_attention", "sliding_attention")
+HASH_SEEDS = ("0", "1")
+
+
+def _mask(attention_mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """A causal mask built inline, as transformers' mask functions build them: no module call."""
+    rows = torch.arange(attention_mask.shape[-1])
+    allowed = rows[None, :] <= rows[:, None]
+    if kind == "sliding_attention":
+        allowed = allowed & (rows[:, None] - rows[None, :] < 2)
+    allowed = allowed[None] & attention_mask.bool()[:, None, :]
+    return torch.where(allowed, 0.0, float("-inf"))
+
+
+class InlineMasks(nn.Module):
+    """Builds one mask per layer type in the order ``kinds`` iterates, inline in its forward."""
+
+    def __init__(self, kinds: Iterable[str] | None = None) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.kinds = kinds
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        kinds = set(LAYER_TYPES) if self.kinds is None else self.kinds
+        masks = {kind: _mask(attention_mask, kind) for kind in kinds}
+        scores = self.proj(x) @ x.transpose(1, 2)
+        return (scores + masks["full_attention"]).softmax(-1) + (scores + masks["sliding_attention"]).softmax(
+            -1
+        )
+
+
+class ChainedMasks(nn.Module):
+    """The second mask is built from the first: the two blocks depend on each other."""
+
+    def forward(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        full = attention_mask.bool()[:, None, :] & torch.ones(4, 4, dtype=torch.bool).tril()
+        sliding = full & torch.ones(4, 4, dtype=torch.bool).triu(-1)
+        return torch.where(full, 0.0, -1.0) + torch.where(sliding, 0.0, -1.0)
+
+
+MASK_INPUTS = (torch.ones(2, 4, 4), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]))
+
+DUMP = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import pytest_modellens as lens
+from test_order import InlineMasks, LAYER_TYPES, MASK_INPUTS
+print(list(set(LAYER_TYPES)))
+print(lens.trace(InlineMasks(), *MASK_INPUTS).dumps())
+"""
+
+
+def test_inline_blocks_run_in_a_hash_seed_order_give_the_same_snapshot_bytes() -> None:
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", DUMP, str(Path(__file__).parent)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in HASH_SEEDS
+    ]
+    orders = [run.splitlines()[0] for run in runs]
+    assert orders[0] != orders[1], f"the hash seeds {HASH_SEEDS} iterate the set in one order: {orders}"
+    assert runs[0].split("\n", 1)[1] == runs[1].split("\n", 1)[1]
+
+
+def test_inline_blocks_on_the_same_data_are_put_in_content_order_and_numbered_so() -> None:
+    one = lens.trace(InlineMasks(LAYER_TYPES), *MASK_INPUTS)
+    other = lens.trace(InlineMasks(LAYER_TYPES[::-1]), *MASK_INPUTS)
+    assert one.dumps() == other.dumps()
+    # Numbered in the order they are listed, so that `and:2` is read after `and`.
+    numbers: dict[str, list[str]] = {}
+    for node in one.op_nodes:
+        numbers.setdefault(node.op, []).append(node.node_id)
+    assert numbers["where"] == ["where", "where:2"]
+    assert numbers["and"] == ["and", *(f"and:{n}" for n in range(2, len(numbers["and"]) + 1))]
+
+
+def test_blocks_that_read_each_other_keep_the_forwards_order() -> None:
+    trace = lens.trace(ChainedMasks(), MASK_INPUTS[1])
+    ops = [node.node_id for node in trace.op_nodes]
+    assert ops.index("and:2") > ops.index("and")
+    assert trace.node("and:2").inputs[0] == "and"
+
+
+class TwoLines(nn.Module):
+    """Two independent lines on the same input that do not look alike: the program's order stays."""
+
+    def __init__(self, *, swapped: bool) -> None:
+        super().__init__()
+        self.swapped = swapped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.swapped:
+            b = x.transpose(0, 1).sum(0)
+            a = x.view(-1).relu()
+        else:
+            a = x.view(-1).relu()
+            b = x.transpose(0, 1).sum(0)
+        return a.sum() + b.sum()
+
+
+def test_independent_lines_that_differ_in_their_ends_keep_the_forwards_order() -> None:
+    x = torch.randn(3, 3)
+    plain = [node.op for node in lens.trace(TwoLines(swapped=False), x).op_nodes]
+    swapped = [node.op for node in lens.trace(TwoLines(swapped=True), x).op_nodes]
+    assert plain[:4] == ["view", "relu", "transpose", "sum"]
+    assert swapped[:4] == ["transpose", "sum", "view", "relu"]
+
+
+class RangeLoop(nn.Module):
+    """Alike blocks from a loop over a range: already one order, which the numbers keep."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([(x + i).relu() for i in range(12)]).sum(0)
+
+
+def test_blocks_from_a_loop_over_a_range_keep_the_loops_order() -> None:
+    trace = lens.trace(RangeLoop(), torch.randn(3))
+    added = [dict(node.args)["1"] for node in trace.op_nodes if node.op == "add"]
+    assert added == list(range(12))

@@ -1,29 +1,47 @@
-"""One order for interchangeable module calls, whatever order the forward ran them in.
+"""One order for interchangeable work, whatever order the forward ran it in.
 
 A forward may run independent work in an order that depends on the process: transformers'
 ``for layer_type in set(config.layer_types): self.rotary_emb(x, position_ids, layer_type)``
 iterates a set of strings, whose order follows ``PYTHONHASHSEED``, so one process calls
 ``rotary_emb`` first for ``full_attention`` and the next for ``sliding_attention``; the ids
 ``rotary_emb`` and ``rotary_emb:2`` swap between processes (and between pytest-xdist workers).
+Its mask functions do the same with operations written inline (``create_masks_for_generate``
+builds one mask per layer type in the set's order), so ``where`` and ``where:2`` swap.
 
-The rule, narrow on purpose so that no other snapshot changes: back-to-back calls of one module
-from one caller that read the same activations, none reading another's results (they differ
-only in parameters, buffers, constants or arguments), are put in the order of their content
-and numbered in that order. Calls on different data (a shared encoder applied to two inputs)
-keep the order the forward gave them, which is the program's. Independent operations written
-inline in a forward (masks built in a loop over a set) are not reordered: their snapshot still
-depends on the hash seed, which the README's known limits say.
+Two rules, narrow on purpose so that no other snapshot changes:
+
+- Module calls: back-to-back calls of one module from one caller that read the same
+  activations, none reading another's results (they differ only in parameters, buffers,
+  constants or arguments), are put in the order of their content and numbered in that order.
+- Inline blocks: a run of operations directly in one module call (no module call between
+  them) splits into the pieces no operation of the run joins by data. Where neighbouring
+  pieces each are one such piece, read the same activations from before the run and write
+  nothing they did not make, they are put in the order of their content and their operations
+  numbered in that order.
+
+Work on different data (a shared encoder applied to two inputs), work that reads another's
+results, and blocks that a later operation of the same run combines keep the order the forward
+gave them, which is the program's.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from .. import ids
-from ..trace import Node
+from ..trace import Node, NodeKind
+from .writes import writes
 
 
 def canonical_calls(nodes: list[Node], call_parents: dict[str, str]) -> list[Node]:
+    """``nodes`` with interchangeable calls, then interchangeable inline blocks, in content order."""
+    return _canonical_blocks(_canonical_module_calls(nodes, call_parents))
+
+
+def _canonical_module_calls(nodes: list[Node], call_parents: dict[str, str]) -> list[Node]:
     """``nodes`` with each run of interchangeable calls in content order, renumbered."""
     blocks = _call_blocks(nodes, call_parents)
     renamed: dict[str, str] = {}
@@ -43,7 +61,7 @@ def canonical_calls(nodes: list[Node], call_parents: dict[str, str]) -> list[Nod
         order[start : start + len(flat)] = flat
     if not renamed:
         return nodes
-    return [_renamed(nodes[i], renamed) for i in order]
+    return [_renamed(nodes[i], lambda node_id: _moved_call(node_id, renamed)) for i in order]
 
 
 def _call_blocks(nodes: list[Node], call_parents: dict[str, str]) -> dict[str, tuple[int, int]]:
@@ -107,16 +125,193 @@ def _content(nodes: list[Node], scope: str, span: tuple[int, int]) -> str:
     return "\n".join(parts)
 
 
-def _renamed(node: Node, renamed: dict[str, str]) -> Node:
-    def rename(ref: str) -> str:
+def _canonical_blocks(nodes: list[Node]) -> list[Node]:
+    """``nodes`` with each group of interchangeable inline blocks in content order, renumbered."""
+    renamed: dict[str, str] = {}
+    order = list(range(len(nodes)))
+    for start, end in _direct_runs(nodes):
+        for group in _interchangeable_blocks(nodes, start, end):
+            keys = [_block_content(nodes, block) for block in group]
+            ranked = sorted(range(len(group)), key=keys.__getitem__)
+            if ranked == list(range(len(group))):
+                continue
+            flat = [i for index in ranked for i in range(*group[index])]
+            order[group[0][0] : group[-1][1]] = flat
+            renamed.update(_renumbered([nodes[i].node_id for i in flat]))
+    if not renamed:
+        return nodes
+    return [_renamed(nodes[i], lambda node_id: renamed.get(node_id, node_id)) for i in order]
+
+
+def _direct_runs(nodes: list[Node]) -> list[tuple[int, int]]:
+    """Each run ``[start, end)`` of two or more operations in one module call, none in a sub-call.
+
+    A condition ends a run: what follows an ``if`` on a tensor depends on it, though no data says so.
+    """
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for index in range(1, len(nodes) + 1):
+        if index < len(nodes) and _same_call(nodes[start], nodes[index]):
+            continue
+        if index - start > 1 and nodes[start].kind is NodeKind.OP:
+            runs.append((start, index))
+        start = index
+    return runs
+
+
+def _same_call(one: Node, other: Node) -> bool:
+    return one.kind is NodeKind.OP and other.kind is NodeKind.OP and one.scope == other.scope
+
+
+def _interchangeable_blocks(nodes: list[Node], start: int, end: int) -> list[list[tuple[int, int]]]:
+    """Groups of neighbouring blocks in ``[start, end)`` that no data joins and that look alike."""
+    groups: list[list[tuple[int, int]]] = []
+    previous: Likeness | None = None
+    for block, likeness in _pieces(nodes, start, end):
+        if likeness is not None and likeness == previous:
+            groups[-1].append(block)
+        else:
+            groups.append([block])
+        previous = likeness
+    return [group for group in groups if len(group) > 1]
+
+
+Likeness = tuple[frozenset[str], str, str]
+"""What interchangeable blocks share: the activations they read from before, their first and last op."""
+
+
+def _pieces(nodes: list[Node], start: int, end: int) -> list[tuple[tuple[int, int], Likeness | None]]:
+    """The run's pieces as ``[start, end)`` blocks, in order, each with its likeness.
+
+    A piece is the smallest block that holds whole the sets of operations data joins (a value
+    computed and never read, such as an unused index, interleaves its set with another's).
+    Blocks from one loop body share their first and last op and what they read; independent
+    lines of a forward (``a = x.view(...)``, ``b = x.transpose(...)``) seldom do, so requiring
+    it keeps the forward's order there. A piece that reads no activation, or writes a tensor it
+    did not make, has no likeness: it is never moved.
+    """
+    pieces: list[tuple[tuple[int, int], Likeness | None]] = []
+    for first, last in _blocks(_joined(nodes, start, end)):
+        block = nodes[first : last + 1]
+        made = {ref for node in block for ref in node.refs}
+        reads = frozenset(
+            ref for node in block for ref in node.inputs if ids.is_node_ref(ref) and ref not in made
+        )
+        movable = reads and not any(_writes_outside(node, made) for node in block)
+        pieces.append(((first, last + 1), (reads, block[0].op, block[-1].op) if movable else None))
+    return pieces
+
+
+def _blocks(joined: list[list[int]]) -> list[tuple[int, int]]:
+    """``(first, last)`` of the sets of indices (by first index), merged where their spans overlap."""
+    blocks: list[tuple[int, int]] = []
+    for indices in joined:
+        if blocks and indices[0] <= blocks[-1][1]:
+            blocks[-1] = (blocks[-1][0], max(blocks[-1][1], indices[-1]))
+        else:
+            blocks.append((indices[0], indices[-1]))
+    return blocks
+
+
+def _joined(nodes: list[Node], start: int, end: int) -> list[list[int]]:
+    """The indices in ``[start, end)`` split into the sets data joins (union-find), by first index."""
+    producer = {ref: index for index in range(start, end) for ref in nodes[index].refs}
+    root = list(range(start, end))
+
+    def find(index: int) -> int:
+        while root[index - start] != index:
+            root[index - start] = root[root[index - start] - start]
+            index = root[index - start]
+        return index
+
+    for index in range(start, end):
+        for ref in nodes[index].inputs:
+            if ref in producer:
+                one, other = find(index), find(producer[ref])
+                root[max(one, other) - start] = min(one, other)
+    members: dict[int, list[int]] = {}
+    for index in range(start, end):
+        members.setdefault(find(index), []).append(index)
+    return [members[first] for first in sorted(members)]
+
+
+def _writes_outside(node: Node, made: set[str]) -> bool:
+    """Whether ``node`` writes a tensor from outside its block: moving it would move the write."""
+    return writes(node.op, dict(node.args)) and bool(node.inputs) and node.inputs[0] not in made
+
+
+def _block_content(nodes: list[Node], block: tuple[int, int]) -> tuple[Any, ...]:
+    """A block's nodes with its own nodes by place: equal blocks give equal keys.
+
+    Numbers compare as numbers, so blocks a loop over a ``range`` made keep the loop's order.
+    """
+    place = {nodes[index].node_id: f"<{index - block[0]}>" for index in range(*block)}
+
+    def local(ref: str) -> str:
         node_id, k = ids.split_output_ref(ref)
-        scope, name = ids.split_op_id(node_id)
-        if scope not in renamed:
+        if node_id not in place:
             return ref
-        moved = ids.in_scope(renamed[scope], name)
+        return place[node_id] if k is None else ids.output_ref(place[node_id], k)
+
+    return tuple(
+        (
+            node.op,
+            tuple(map(local, node.inputs)),
+            _sortable(node.args),
+            tuple(map(str, node.outputs)),
+            repr(node.stats),
+        )
+        for node in nodes[block[0] : block[1]]
+    )
+
+
+def _sortable(value: Any) -> tuple[Any, ...]:
+    """``value`` as a key that compares with any other: by kind, then numbers as numbers."""
+    if value is None:
+        return (0,)
+    if isinstance(value, (bool, int)) or isinstance(value, float) and not math.isnan(value):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    if isinstance(value, (list, tuple)):
+        return (3, tuple(map(_sortable, value)))
+    return (4, repr(value))
+
+
+def _renumbered(node_ids: list[str]) -> dict[str, str]:
+    """Old id to new for ``node_ids`` (one call's, in their new order): each op's numbers handed out in order."""
+    numbers: dict[tuple[str, str], list[int]] = {}
+    parsed = []
+    for node_id in node_ids:
+        scope, name = ids.split_op_id(node_id)
+        op, n = ids.split_numbered_op(name)
+        parsed.append((scope, op))
+        numbers.setdefault((scope, op), []).append(n)
+    for taken in numbers.values():
+        taken.sort(reverse=True)
+    return {
+        node_id: ids.op_id(scope, op, numbers[scope, op].pop())
+        for node_id, (scope, op) in zip(node_ids, parsed)
+    }
+
+
+def _moved_call(node_id: str, renamed: dict[str, str]) -> str:
+    """``node_id`` in the call its call was renamed to."""
+    scope, name = ids.split_op_id(node_id)
+    return ids.in_scope(renamed[scope], name) if scope in renamed else node_id
+
+
+def _renamed(node: Node, rename_id: Callable[[str], str]) -> Node:
+    """``node`` with its id and the node ids it reads renamed by ``rename_id``."""
+
+    def rename(ref: str) -> str:
+        if not ids.is_node_ref(ref):
+            return ref
+        node_id, k = ids.split_output_ref(ref)
+        moved = rename_id(node_id)
         return moved if k is None else ids.output_ref(moved, k)
 
-    node_id = rename(node.node_id)
+    node_id = rename(node.node_id) if node.kind.in_forward else node.node_id
     inputs = tuple(rename(ref) for ref in node.inputs)
     if node_id == node.node_id and inputs == node.inputs:
         return node
