@@ -100,14 +100,23 @@ def _runs(blocks: dict[str, tuple[int, int]], call_parents: dict[str, str]) -> l
 
 
 def _interchangeable(nodes: list[Node], run: list[str], spans: list[tuple[int, int]]) -> bool:
-    """Whether the calls read the same activations from outside and none reads another's."""
-    outside: list[set[str]] = []
+    """Whether the calls read the same activations from outside and none reads another's.
+
+    Call by call, stopping at the first that differs: in most runs (the steps of a loop) the
+    second call already reads the first's results.
+    """
+    is_node_ref = ids.is_node_ref
+    first: set[str] | None = None
+    produced: set[str] = set()
     for start, end in spans:
-        made = {ref for node in nodes[start:end] for ref in node.refs}
-        reads = {ref for node in nodes[start:end] for ref in node.inputs if ids.is_node_ref(ref)}
-        outside.append(reads - made)
-    produced = {ref for start, end in spans for node in nodes[start:end] for ref in node.refs}
-    return all(reads == outside[0] and not reads & produced for reads in outside)
+        block = nodes[start:end]
+        made = {ref for node in block for ref in node.refs}
+        reads = {ref for node in block for ref in node.inputs if ref not in made and is_node_ref(ref)}
+        if reads & produced or (first is not None and reads != first):
+            return False
+        first = reads if first is None else first
+        produced |= made
+    return True
 
 
 def _content(nodes: list[Node], scope: str, span: tuple[int, int]) -> str:
@@ -148,19 +157,17 @@ def _direct_runs(nodes: list[Node]) -> list[tuple[int, int]]:
 
     A condition ends a run: what follows an ``if`` on a tensor depends on it, though no data says so.
     """
+    op = NodeKind.OP
+    calls = [node.scope if node.kind is op else None for node in nodes]  # None: no operation
     runs: list[tuple[int, int]] = []
     start = 0
     for index in range(1, len(nodes) + 1):
-        if index < len(nodes) and _same_call(nodes[start], nodes[index]):
+        if index < len(nodes) and calls[index] is not None and calls[index] == calls[start]:
             continue
-        if index - start > 1 and nodes[start].kind is NodeKind.OP:
+        if index - start > 1 and calls[start] is not None:
             runs.append((start, index))
         start = index
     return runs
-
-
-def _same_call(one: Node, other: Node) -> bool:
-    return one.kind is NodeKind.OP and other.kind is NodeKind.OP and one.scope == other.scope
 
 
 def _interchangeable_blocks(nodes: list[Node], start: int, end: int) -> list[list[tuple[int, int]]]:
