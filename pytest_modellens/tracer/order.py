@@ -13,15 +13,18 @@ Two rules, narrow on purpose so that no other snapshot changes:
 - Module calls: back-to-back calls of one module from one caller that read the same
   activations, none reading another's results (they differ only in parameters, buffers,
   constants or arguments), are put in the order of their content and numbered in that order.
-- Inline blocks: a run of operations directly in one module call (no module call between
-  them) splits into the pieces no operation of the run joins by data. Where neighbouring
-  pieces each are one such piece, read the same activations from before the run and write
-  nothing they did not make, they are put in the order of their content and their operations
-  numbered in that order.
+- Inline blocks: a run of operations directly in one module call (no module call or tensor
+  ``if`` between them) splits into the pieces no operation of the run joins by data.
+  Neighbouring pieces that read the same activations from before the run, start and end with
+  the same op and write nothing they did not make are put in the order of their content
+  (numbers compared as numbers, so a loop over a ``range`` keeps its order) and their
+  operations numbered in that order.
 
 Work on different data (a shared encoder applied to two inputs), work that reads another's
-results, and blocks that a later operation of the same run combines keep the order the forward
-gave them, which is the program's.
+results, independent lines that do not look alike, and blocks that a later operation of the
+same run combines keep the order the forward gave them, which is the program's. Not covered: a
+loop body that is a module call for one element and inline operations for another, or blocks
+that read a tensor made earlier in the same run.
 """
 
 from __future__ import annotations
