@@ -317,3 +317,41 @@ def whole_modules(changes: list[Change]) -> dict[str, WholeModule]:
         for (_, path), change in tops.items()
         if len(members.get(path, ())) >= WHOLE_MODULE_NODES
     }
+
+
+def only_reordered(old: Trace, new: Trace) -> bool:
+    """Whether ``new`` is ``old``'s work in another order: the same operations on the same data.
+
+    Each node is reduced to what it is without its id: its kind, op, module (without the
+    call number), arguments, outputs and statistics, and, for what it reads, the same of the
+    nodes that made it (or the parameter, buffer or constant). Equal multisets of those
+    under different node lists mean only the order changed, which a forward does that runs
+    independent work in a process-dependent order (a loop over a set follows the hash seed).
+    """
+    if old.nodes == new.nodes or len(old.nodes) != len(new.nodes):
+        return False
+    if (old.modules, old.params, old.inputs, old.outputs) != (
+        new.modules,
+        new.params,
+        new.inputs,
+        new.outputs,
+    ):
+        return False
+    return _shapes(old) == _shapes(new)
+
+
+def _shapes(trace: Trace) -> dict[int, int]:
+    """How many nodes of each shape (node without its id, see :func:`only_reordered`) the trace has."""
+    shapes: dict[str, int] = {}
+    counts: dict[int, int] = {}
+    for node in trace.nodes:
+        reads = []
+        for ref in node.inputs:
+            node_id, k = ids.split_output_ref(ref)
+            reads.append((shapes[node_id], k) if node_id in shapes else ref)
+        own = node.node_id if not node.kind.in_forward else node.module_path
+        # repr: arguments may hold lists; hash: a shape stays one int however deep its readers go.
+        shape = hash(repr((node.kind.value, own, node.op, node.args, node.outputs, node.stats, reads)))
+        shapes[node.node_id] = shape
+        counts[shape] = counts.get(shape, 0) + 1
+    return counts

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from . import ids
 from .causes import Findings, Row, explain
-from .changes import Change, ChangeKind, Comparison, count, whole_modules
+from .changes import Change, ChangeKind, Comparison, count, only_reordered, whole_modules
 from .errors import ModelLensError
 
 #: Widest subject column before lines stop being aligned.
@@ -172,6 +172,15 @@ def not_listed(name: str, step: NextStep, error: BaseException) -> list[str]:
     return [f"model snapshot {name} changed", f"  {problem}", *step.lines()]
 
 
+#: What a failure says when only the order of the work changed, not the work.
+REORDERED = (
+    "only the order changed: the same operations ran in another order, as when a forward loops "
+    "over a set (its order follows PYTHONHASHSEED, which differs between processes and xdist "
+    "workers); iterate in a fixed order (sorted(...)) or run pytest with PYTHONHASHSEED=0, then "
+    "--lens-update"
+)
+
+
 def changed(
     name: str,
     comparison: Comparison,
@@ -186,5 +195,6 @@ def changed(
     head = [
         f"model snapshot {name} changed: {headline(comparison.changes)}",
         *([f"first NaN/Inf: {nonfinite.node_id} ({nonfinite.op})"] if nonfinite is not None else []),
+        *([REORDERED] if only_reordered(comparison.old, comparison.new) else []),
     ]
     return fit(head, explain(comparison), step.lines(), limit=limit, screen=screen)

@@ -229,3 +229,46 @@ def test_an_output_that_turns_sparse_fails_naming_the_layout(
         ["*+ to_sparse  to_sparse  float32[[]2, 3[]] sparse_coo  (1 layout, 1 rewiring follow)"]
     )
     result.stdout.no_fnmatch_line("*shape*")
+
+
+#: A forward whose independent work runs in an order it takes from the environment, as a
+#: loop over a set takes it from the hash seed.
+REORDERED_MODEL = """
+import os
+
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.ModuleDict({"full": nn.Linear(3, 3), "sliding": nn.Linear(3, 3)})
+
+    def forward(self, x):
+        masks = {}
+        for kind in os.environ.get("LENS_ORDER", "full,sliding").split(","):
+            masks[kind] = self.scale[kind](x).sigmoid()
+        return masks["full"] * masks["sliding"] {change}
+
+
+def test_net(model_trace, snapshot):
+    assert model_trace(Net(), torch.ones(2, 3)) == snapshot
+"""
+
+
+@pytest.mark.parametrize(("change", "told"), [("", True), ("+ 1", False)])
+def test_a_failure_where_only_the_order_changed_says_so(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, change: str, told: bool
+) -> None:
+    pytester.makepyfile(test_models=REORDERED_MODEL.replace("{change}", ""))
+    pytester.runpytest("--lens-update").assert_outcomes(passed=1)
+    monkeypatch.setenv("LENS_ORDER", "sliding,full")
+    pytester.makepyfile(test_models=REORDERED_MODEL.replace("{change}", change))
+    result = pytester.runpytest()
+    assert result.ret == 1
+    said = "*only the order changed: the same operations ran in another order*PYTHONHASHSEED=0*"
+    if told:  # on the first screen, with the command that accepts it
+        result.stdout.fnmatch_lines([said, "*accept with: *--lens-update*"])
+    else:  # a real change besides the order is not called a reordering
+        result.stdout.no_fnmatch_line("*only the order changed*")
