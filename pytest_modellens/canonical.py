@@ -253,12 +253,25 @@ def parse(text: str, *, source: str = "snapshot") -> dict[str, Any]:
 # -- data -> Trace ---------------------------------------------------------------------
 
 
+#: Specs by their text: a snapshot spells few distinct ones many times, and a spec is immutable.
+_parsed_specs: dict[str, TensorSpec] = {}
+
+
+def _spec(text: str) -> TensorSpec:
+    spec = _parsed_specs.get(text)
+    if spec is None:
+        spec = TensorSpec.parse(text)  # raises ValueError on a bad one, which is not kept
+        if len(_parsed_specs) < 4096:
+            _parsed_specs[text] = spec
+    return spec
+
+
 def _specs(value: Any) -> tuple[TensorSpec, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        return (TensorSpec.parse(value),)
-    return tuple(TensorSpec.parse(v) for v in value)
+        return (_spec(value),)
+    return tuple(map(_spec, value))
 
 
 def from_data(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
