@@ -62,6 +62,26 @@ def test_calls_that_differ_only_in_buffers_get_the_same_snapshot_in_either_order
     assert one.node("sub").inputs == ("rotary/mul", "rotary:2/mul")
 
 
+class Decoder(nn.Module):
+    """A submodule whose forward starts with the calls: its first node is its first callee's."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        super().__init__()
+        self.per_kind = PerKind(kinds)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.per_kind(x)
+
+
+def test_calls_at_the_start_of_their_callers_call_are_put_in_order_too() -> None:
+    # transformers' gemma4: the decoder's first node is its rotary embedding's, so the caller's
+    # call and the first callee's start at one place; the callee's next call must still follow it.
+    x = torch.randn(2, 4)
+    one = lens.trace(nn.Sequential(Decoder(("full", "sliding"))), x)
+    other = lens.trace(nn.Sequential(Decoder(("sliding", "full"))), x)
+    assert one.dumps() == other.dumps()
+
+
 def test_calls_on_different_data_keep_the_forwards_order() -> None:
     a, b = torch.randn(2, 4), torch.randn(2, 4)
     plain = lens.trace(Siamese(swapped=False), a, b)
@@ -149,6 +169,25 @@ def test_inline_blocks_on_the_same_data_are_put_in_content_order_and_numbered_so
         numbers.setdefault(node.op, []).append(node.node_id)
     assert numbers["where"] == ["where", "where:2"]
     assert numbers["and"] == ["and", *(f"and:{n}" for n in range(2, len(numbers["and"]) + 1))]
+
+
+class MasksFromOneFull(nn.Module):
+    """Each mask starts from one ``torch.full`` made before the loop, as gemma4's mask functions do."""
+
+    def __init__(self, kinds: Iterable[str]) -> None:
+        super().__init__()
+        self.kinds = kinds
+
+    def forward(self, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        base = torch.full((4, 4), 1.0)
+        masks = {kind: _mask(attention_mask, kind) + base for kind in self.kinds}
+        return masks["full_attention"], masks["sliding_attention"]  # read by what the model feeds
+
+
+def test_blocks_that_read_one_tensor_made_before_them_are_put_in_content_order() -> None:
+    one = lens.trace(MasksFromOneFull(LAYER_TYPES), MASK_INPUTS[1])
+    other = lens.trace(MasksFromOneFull(LAYER_TYPES[::-1]), MASK_INPUTS[1])
+    assert one.dumps() == other.dumps()
 
 
 def test_blocks_that_read_each_other_keep_the_forwards_order() -> None:

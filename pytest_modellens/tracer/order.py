@@ -87,7 +87,9 @@ def _call_blocks(nodes: list[Node], call_parents: dict[str, str]) -> dict[str, t
 def _runs(blocks: dict[str, tuple[int, int]], call_parents: dict[str, str]) -> list[list[str]]:
     """Calls of one module from one caller, back to back in the node list, two or more."""
     runs: list[list[str]] = []
-    by_start = sorted(blocks, key=lambda s: blocks[s][0])
+    # A call before the calls inside it that start where it starts: else a caller whose first
+    # node is its first callee's would sit between that callee and the next call of it.
+    by_start = sorted(blocks, key=lambda s: (blocks[s][0], -blocks[s][1]))
     for scope in by_start:
         last = runs[-1][-1] if runs else None
         if (
@@ -224,8 +226,16 @@ def _blocks(joined: list[list[int]]) -> list[tuple[int, int]]:
 
 
 def _joined(nodes: list[Node], start: int, end: int) -> list[list[int]]:
-    """The indices in ``[start, end)`` split into the sets data joins (union-find), by first index."""
+    """The indices in ``[start, end)`` split into the sets data joins (union-find), by first index.
+
+    A factory (an operation that reads no activation: ``torch.full``, ``arange``) whose tensor
+    several sets read joins none of them: blocks that each read one tensor made before them are
+    as independent as blocks that each read an input (a loop over a set builds each kind of mask
+    from one ``full`` made before it). A factory read by one set only belongs to it.
+    """
+    is_node_ref = ids.is_node_ref
     producer = {ref: index for index in range(start, end) for ref in nodes[index].refs}
+    factory = {index for index in range(start, end) if not any(map(is_node_ref, nodes[index].inputs))}
     root = list(range(start, end))
 
     def find(index: int) -> int:
@@ -234,11 +244,23 @@ def _joined(nodes: list[Node], start: int, end: int) -> list[list[int]]:
             index = root[index - start]
         return index
 
+    def union(one: int, other: int) -> None:
+        one, other = find(one), find(other)
+        root[max(one, other) - start] = min(one, other)
+
+    readers: dict[int, list[int]] = {}
     for index in range(start, end):
         for ref in nodes[index].inputs:
-            if ref in producer:
-                one, other = find(index), find(producer[ref])
-                root[max(one, other) - start] = min(one, other)
+            made_by = producer.get(ref)
+            if made_by is None:
+                continue
+            if made_by in factory:
+                readers.setdefault(made_by, []).append(index)
+            else:
+                union(index, made_by)
+    for made_by, read_by in readers.items():
+        if len({find(index) for index in read_by}) == 1:
+            union(made_by, read_by[0])
     members: dict[int, list[int]] = {}
     for index in range(start, end):
         members.setdefault(find(index), []).append(index)
