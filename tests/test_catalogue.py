@@ -9,12 +9,7 @@ forward does not run, is skipped with the reason; a failure names the architectu
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +19,8 @@ import pytest_modellens as lens
 
 catalogue = pytest.importorskip("catalogue")
 pytest.importorskip("transformers")
+# After the skips: it imports the catalogue builder, which needs transformers.
+from catalogue_checks import HASH_SEEDS, check_meta, digest, digests_by_hash_seed
 
 pytestmark = [pytest.mark.catalogue, pytest.mark.filterwarnings("ignore")]
 
@@ -34,24 +31,6 @@ SAMPLE = (
     "mistral", "qwen2", "resnet", "convnext", "mamba", "distilbert", "roberta",
     "gemma3", "wav2vec2-conformer", "clip", "deepseek_v3", "qwen2_vl",
 )  # fmt: skip
-#: Two hash seeds under which ``{"full_attention", "sliding_attention"}`` iterates in both
-#: orders: a forward that loops over ``set(config.layer_types)`` runs its work in each.
-HASH_SEEDS = ("0", "1")
-
-DUMP = """
-import hashlib, json, sys, warnings
-warnings.simplefilter("ignore")
-sys.path.insert(0, sys.argv[1])
-import catalogue, pytest_modellens as lens
-for name in sys.argv[2:]:
-    try:
-        model, kwargs = catalogue.build(name)
-        text = lens.trace(model, **kwargs).dumps()
-        result = hashlib.sha256(text.encode()).hexdigest()
-    except Exception as error:
-        result = f"error: {type(error).__name__}"
-    print(json.dumps([name, result]), flush=True)
-"""
 
 
 def _selected() -> list[str]:
@@ -75,22 +54,7 @@ def _selected() -> list[str]:
 @pytest.fixture(scope="module")
 def dumps_by_seed() -> dict[str, dict[str, str]]:
     """The snapshot digest of each selected architecture, in one process per hash seed."""
-    names = _selected()
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-c", DUMP, str(Path(__file__).parent), *names],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONHASHSEED": seed},
-        )
-        for seed in HASH_SEEDS
-    ]
-    found = {}
-    for seed, run in zip(HASH_SEEDS, runs):
-        out, _ = run.communicate(timeout=3600)
-        found[seed] = dict(json.loads(line) for line in out.splitlines() if line.startswith("["))
-    return found
+    return digests_by_hash_seed("catalogue", _selected())
 
 
 def _build(name: str, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -118,23 +82,16 @@ def test_architecture(name: str, dumps_by_seed: dict[str, dict[str, str]]) -> No
 
     digests = {seed: dumps_by_seed[seed].get(name) for seed in HASH_SEEDS}
     assert len(set(digests.values())) == 1, f"{name}: snapshots differ between hash seeds {digests}"
-    assert digests[HASH_SEEDS[0]] == hashlib.sha256(first.encode()).hexdigest(), (
+    assert digests[HASH_SEEDS[0]] == digest(first), (
         f"{name}: the snapshot in a fresh process differs from this one's"
     )
     _check_meta(name, first)
 
 
 def _check_meta(name: str, on_cpu: str) -> None:
-    """On meta: the CPU snapshot where the plain meta forward runs, else an error naming the op."""
+    """The meta-device promise (:func:`catalogue_checks.check_meta`), where it builds on meta."""
     try:
         model, kwargs = catalogue.build(name, "meta")
     except (catalogue.NotBuilt, pytest.skip.Exception):
         return
-    if catalogue.plain_forward(model, kwargs) is None:
-        assert lens.trace(model, **kwargs).dumps() == on_cpu, (
-            f"{name}: the meta snapshot differs from the CPU one"
-        )
-        return
-    with pytest.raises(lens.TraceError) as raised:
-        lens.trace(model, **kwargs)
-    assert "in the operation" in str(raised.value), f"{name}: the meta failure names no op: {raised.value}"
+    check_meta(name, on_cpu, model, kwargs)
