@@ -386,3 +386,23 @@ def test_a_model_with_a_sparse_parameter_traces_and_is_left_unchanged() -> None:
     trace = lens.trace(model, x)
     assert_unchanged(before, observe(model, x))
     assert "sparse_coo" in trace.dumps()
+
+
+def test_a_trace_whose_set_up_fails_leaves_torch_and_the_warning_filters_as_they_were(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The set-up fails half way (registering the second global hook): what it had done is
+    # undone, and the error is the set-up's own, not one from undoing what was never done.
+    import pytest_modellens.tracer as tracer_package
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no hooks here")
+
+    monkeypatch.setattr(tracer_package, "register_module_forward_hook", refused)
+    model, x = nn.Linear(2, 2), torch.randn(1, 2)
+    before = observe(model, x)
+    filters, limit = list(warnings.filters), sys.getrecursionlimit()
+    with pytest.raises(RuntimeError, match="no hooks here"):
+        lens.trace(model, x, warmup=False)
+    assert_unchanged(before, observe(model, x))
+    assert warnings.filters == filters and sys.getrecursionlimit() == limit

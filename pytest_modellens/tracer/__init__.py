@@ -43,8 +43,6 @@ from .warmup import warm_up
 
 __all__ = ["seeded", "trace"]
 
-_TOLERANCE = Tolerance()
-
 #: Warnings torch gives about the tracer's own mechanism (its global module hooks), which
 #: would turn into a user-visible failure under ``-W error``.
 _TRACER_WARNINGS = (r".*global .*hook.*", r".*[Hh]ooks? .*(are|is) not supported.*")
@@ -67,6 +65,7 @@ class _Tracing:
         self.limit = sys.getrecursionlimit()
         self.hooks: list[RemovableHandle] = []
         self.originals: list[tuple[Any, str, Any]] = []
+        self.filtering = False  # whether the warnings filter and the stance were entered (for __exit__)
         # Compiled parts run eagerly; only asked where torch.compile was ever used.
         self.stance = (
             torch.compiler.set_stance("force_eager")
@@ -86,6 +85,7 @@ class _Tracing:
                 warnings.filterwarnings("ignore", message=message)
             if self.stance is not None:
                 self.stance.__enter__()
+            self.filtering = True
             self.hooks.append(register_module_forward_pre_hook(recorder.enter_module))
             self.hooks.append(register_module_forward_hook(recorder.exit_module, **_EXIT_HOOK_OPTIONS))
             torch.autograd.Function.apply = classmethod(  # type: ignore[method-assign, assignment]
@@ -104,9 +104,10 @@ class _Tracing:
                 # torch's handle forgets the with_kwargs table: leave no entry behind in it.
                 _WITH_KWARGS.pop(hook.id, None)
                 hook.remove()
-            if self.stance is not None:
-                self.stance.__exit__(None, None, None)
-            self.warnings.__exit__(None, None, None)
+            if self.filtering:
+                if self.stance is not None:
+                    self.stance.__exit__(None, None, None)
+                self.warnings.__exit__(None, None, None)
             sys.setrecursionlimit(self.limit)
             self.grad.__exit__(None, None, None)
         finally:
@@ -194,7 +195,7 @@ def trace(
         raise TraceError(str(error)) from None
     if isinstance(leaf_modules, (str, type)):
         leaf_modules = [leaf_modules]
-    tolerance = _TOLERANCE if rtol is None and atol is None else _TOLERANCE.overridden(rtol=rtol, atol=atol)
+    tolerance = Tolerance().overridden(rtol=rtol, atol=atol)
     named_inputs = bind_inputs(model, args, kwargs)
     input_tensors: list[tuple[str, Tensor]] = []
     inputs_desc = flatten(named_inputs, "", input_tensors)

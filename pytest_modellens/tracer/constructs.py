@@ -102,7 +102,7 @@ def unpatch(originals: list[tuple[Any, str, Any]]) -> None:
 
 @contextmanager
 def patched() -> Iterator[None]:
-    """``torch.vmap``, ``torch.func.vmap`` and ``torch.cond`` as the trace shows them, put back after."""
+    """``vmap`` and ``torch.cond`` as the trace shows them (:data:`_PATCHES`), put back after."""
     originals = patch()
     try:
         yield

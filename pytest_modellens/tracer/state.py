@@ -252,11 +252,13 @@ class _NumpyState:
         return int(bits.ctypes.state_address)
 
     def restore(self) -> None:
-        if self.address is None or self.state["has_gauss"]:
-            self.generator.set_state(self.state)
-        elif self._address(self.generator) != self.address:
-            self.generator.set_state(self.state)  # the bit generator itself was replaced
-        elif ctypes.string_at(self.address, _MT19937_BYTES) != self.raw:
+        unchanged = (
+            self.address is not None
+            and not self.state["has_gauss"]
+            and self._address(self.generator) == self.address  # the same bit generator
+            and ctypes.string_at(self.address, _MT19937_BYTES) == self.raw
+        )
+        if not unchanged:
             self.generator.set_state(self.state)
 
 
