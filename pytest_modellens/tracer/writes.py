@@ -37,16 +37,14 @@ def writes(op: str, kwargs: Any) -> bool:
     )
 
 
-#: Where a normalisation is told whether to update its running statistics, and where they are:
-#: ``(flag position, flag name, its default, positions of running mean and variance)``, for
-#: the functional form (``F.batch_norm(input, running_mean, running_var, weight, bias,
-#: training, ...)``) and for torch's own (``torch.batch_norm(input, weight, bias, running_mean,
-#: running_var, training, momentum, eps, cudnn_enabled)``), told apart by its ninth argument.
-_FUNCTIONAL = {
-    "batch_norm": (5, "training", False, 1, 2),
-    "instance_norm": (5, "use_input_stats", True, 1, 2),
-}
-_NATIVE = {"batch_norm": (5, "training", False, 3, 4), "instance_norm": (5, "use_input_stats", True, 3, 4)}
+#: The flag that tells a normalisation to update its running statistics (the sixth argument in
+#: both of its forms), and its default.
+_UPDATE_FLAGS = {"batch_norm": ("training", False), "instance_norm": ("use_input_stats", True)}
+#: Where the running mean and variance are given: the functional form (``F.batch_norm(input,
+#: running_mean, running_var, weight, bias, training, ...)``) and torch's own
+#: (``torch.batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps,
+#: cudnn_enabled)``), told apart by its ninth argument.
+_FUNCTIONAL_STATISTICS, _NATIVE_STATISTICS = (1, 2), (3, 4)
 _STATISTICS_NAMES = ("running_mean", "running_var")
 
 
@@ -64,13 +62,14 @@ def _written_statistics(op: str, args: Any, kwargs: Any) -> list[Tensor]:
     is not a bool is taken to mean every tensor given but the first may be written.
     """
     native = len(args) > 8 or bool(kwargs and "cudnn_enabled" in kwargs)
-    position, name, default, mean, var = (_NATIVE if native else _FUNCTIONAL)[op]
-    updates = _argument(args, kwargs, position, name, default)
+    name, default = _UPDATE_FLAGS[op]
+    updates = _argument(args, kwargs, 5, name, default)
     if updates is False:
         return []
     if updates is not True:
         return tensors_in(args[1:], tensors_in(kwargs.values(), []))
-    found = (_argument(args, kwargs, at, key, None) for at, key in zip((mean, var), _STATISTICS_NAMES))
+    positions = _NATIVE_STATISTICS if native else _FUNCTIONAL_STATISTICS
+    found = (_argument(args, kwargs, at, key, None) for at, key in zip(positions, _STATISTICS_NAMES))
     return [t for t in found if isinstance(t, Tensor)]
 
 
