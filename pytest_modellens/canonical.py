@@ -194,11 +194,22 @@ def format_data(data: dict[str, Any]) -> str:
     sections = []
     for key, value in data.items():
         if isinstance(value, dict) and value:
-            lines = ",\n".join([_entry(k, v) for k, v in value.items()])
+            try:
+                # One line per entry made by C functions mapped over the section (a line per
+                # node: Python-level work per line is most of a small model's dump).
+                lines = ",\n".join(
+                    map(_LINE.format, map(encode_basestring, value), map(_json, value.values()))
+                )
+            except TypeError:  # a key that is not a string (only in data not made by a trace)
+                lines = ",\n".join([_entry(k, v) for k, v in value.items()])
             sections.append(f"  {_json(key)}: {{\n{lines}\n  }}")
         else:
             sections.append(f"  {_json(key)}: {_json(value)}")
     return "{\n" + ",\n".join(sections) + "\n}\n"
+
+
+#: One entry of a section: ``"key": value``, both written as JSON.
+_LINE = "    {}: {}"
 
 
 @gc_paused

@@ -7,6 +7,7 @@ snapshots are the same bytes.
 
 from __future__ import annotations
 
+import random
 import sys
 import warnings
 from collections.abc import Callable
@@ -65,6 +66,8 @@ WRITES: dict[str, Callable[[Writes, Tensor], None]] = {
     "through a view": lambda m, x: m.count.view(-1)[1:].add_(1),
     "buffer.data =": lambda m, x: setattr(m.count, "data", torch.full((3,), 7.0)),
     "register_buffer": lambda m, x: m.register_buffer("added", torch.ones(1)),
+    "register_buffer, not persistent": lambda m, x: m.fc.register_buffer("added", x[0], persistent=False),
+    "a buffer made not persistent": lambda m, x: m.register_buffer("count", m.count, persistent=False),
     # the module tree
     "a new submodule": _new_submodule,
     "a new attribute module": lambda m, x: setattr(m, "extra", nn.ReLU()),
@@ -312,6 +315,61 @@ def test_numpy_global_generator_is_put_back_in_full(
         assert_unchanged(seen, observe(model, (x,)))
     np.random.set_state(untraced_then)
     assert torch.equal(model(x), expected)
+
+
+class PythonNoise(nn.Module):
+    """Adds noise drawn from Python's global ``random`` generator: ``draw`` says how."""
+
+    def __init__(self, draw: Callable[[], float]) -> None:
+        super().__init__()
+        self.draw = draw
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.draw()
+
+
+@pytest.mark.parametrize(
+    ("before", "draw"),
+    [
+        pytest.param(lambda: None, lambda: 0.0, id="nothing drawn"),
+        pytest.param(lambda: None, lambda: random.random(), id="one uniform"),
+        pytest.param(lambda: None, lambda: sum(random.random() for _ in range(700)), id="past a regeneration"),
+        pytest.param(lambda: None, lambda: random.gauss(), id="one normal, a second one cached"),
+        pytest.param(lambda: random.gauss(), lambda: 0.0, id="a cached normal, nothing drawn"),
+        pytest.param(lambda: random.gauss(), lambda: random.gauss(), id="the cached normal drawn"),
+        pytest.param(lambda: None, lambda: random.seed(4) or 0.0, id="reseeded in forward"),
+    ],
+)
+def test_python_global_generator_is_put_back_in_full(
+    before: Callable[[], Any], draw: Callable[[], float]
+) -> None:
+    # Python's state is read raw and put back only where it changed: every part of it (words,
+    # position, the cached Gaussian of random.gauss) must come back.
+    model, x = PythonNoise(draw), torch.zeros(2)
+    random.seed(0)
+    before()
+    untraced_then = random.getstate()
+    expected = model(x)
+    random.setstate(untraced_then)
+    for warmup in (True, False, False):
+        lens.trace(model, x, warmup=warmup)
+        assert random.getstate() == untraced_then
+    assert torch.equal(model(x), expected)
+
+
+def test_python_generator_without_a_proven_layout_is_put_back_in_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Where the raw words cannot be proven against getstate (another interpreter, a generator
+    # class of another layout), the full state is read and put back instead.
+    from pytest_modellens.tracer import state
+
+    monkeypatch.setattr(state, "_python_layouts", {type(random.getstate.__self__): None})
+    random.seed(2)
+    random.gauss()
+    then = random.getstate()
+    lens.trace(PythonNoise(lambda: random.gauss() + random.random()), torch.zeros(2))
+    assert random.getstate() == then
 
 
 def test_numpy_generator_replaced_by_another_bit_generator_is_put_back() -> None:

@@ -43,6 +43,7 @@ def observe(model: torch.nn.Module, inputs: Any = ()) -> dict[str, Any]:
         "state_dict": {name: value.clone() for name, value in model.state_dict().items()},
         "tensor objects": {name: id(value) for name, value in model.state_dict(keep_vars=True).items()},
         "modules": [(name, id(m), m.training) for name, m in model.named_modules()],
+        "buffers": [(name, id(b)) for name, b in model.named_buffers()],  # persistent or not
         "torch RNG": torch.get_rng_state(),
         "numpy RNG": _numpy_state(),
         "python RNG": random.getstate(),

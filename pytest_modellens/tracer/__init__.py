@@ -15,6 +15,7 @@ The only package that imports torch. Its modules:
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Iterable
@@ -38,7 +39,7 @@ from .flops import FlopRecorder, with_module_flops
 from .modules import ModuleTree, bind_inputs, module_table, param_table
 from .order import canonical_calls
 from .recorder import _EXIT_HOOK_OPTIONS, _FUNCTION_APPLY, Recorder
-from .state import ModelState, RngState, grad_mode, seeded
+from .state import ModelState, RngState, seeded
 from .warmup import warm_up
 
 __all__ = ["seeded", "trace"]
@@ -46,8 +47,16 @@ __all__ = ["seeded", "trace"]
 #: Warnings torch gives about the tracer's own mechanism (its global module hooks), which
 #: would turn into a user-visible failure under ``-W error``.
 _TRACER_WARNINGS = (r".*global .*hook.*", r".*[Hh]ooks? .*(are|is) not supported.*")
+#: Those as entries of ``warnings.filters``, made once: what ``warnings.filterwarnings("ignore",
+#: message=...)`` would insert, without its cost on every trace of a small model.
+_TRACER_FILTERS = [
+    ("ignore", re.compile(message, re.IGNORECASE), Warning, None, 0) for message in _TRACER_WARNINGS
+]
 #: Where torch keeps which global forward hooks take keyword arguments (not in every torch).
 _WITH_KWARGS: dict[int, Any] = getattr(torch_module, "_global_forward_hooks_with_kwargs", {})
+
+#: The tolerance of a trace that sets none (frozen: shared by every trace).
+_DEFAULT_TOLERANCE = Tolerance()
 
 
 class _Tracing:
@@ -60,7 +69,8 @@ class _Tracing:
     def __init__(self, recorder: Recorder, state: ModelState, *, grad: bool) -> None:
         self.recorder = recorder
         self.state = state
-        self.grad = grad_mode(grad=grad)
+        self.grad = grad
+        self.grad_before = torch.is_grad_enabled()
         self.warnings = warnings.catch_warnings()
         self.limit = sys.getrecursionlimit()
         self.hooks: list[RemovableHandle] = []
@@ -75,14 +85,13 @@ class _Tracing:
 
     def __enter__(self) -> None:
         recorder = self.recorder
-        self.grad.__enter__()
+        torch._C._set_grad_enabled(self.grad)  # what `torch.no_grad()` does, without its object
         try:
             # torch's module call under global hooks takes a frame more per level than without:
             # a model that recurses as deep as it can without the tracer must still fit.
             sys.setrecursionlimit(self.limit + self.limit // 2)
-            self.warnings.__enter__()
-            for message in _TRACER_WARNINGS:  # about the tracer's own hooks, not the user's code
-                warnings.filterwarnings("ignore", message=message)
+            self.warnings.__enter__()  # a copy of the filters, put back on the way out
+            _ignore_tracer_warnings()  # about the tracer's own hooks, not the user's code
             if self.stance is not None:
                 self.stance.__enter__()
             self.filtering = True
@@ -109,9 +118,20 @@ class _Tracing:
                     self.stance.__exit__(None, None, None)
                 self.warnings.__exit__(None, None, None)
             sys.setrecursionlimit(self.limit)
-            self.grad.__exit__(None, None, None)
+            torch._C._set_grad_enabled(self.grad_before)
         finally:
             self.state.restore()  # last, whatever failed before it
+
+
+def _ignore_tracer_warnings() -> None:
+    """``warnings.filterwarnings("ignore", message=m)`` for each of :data:`_TRACER_WARNINGS`."""
+    mutated = getattr(warnings, "_filters_mutated", None)
+    if mutated is None or not isinstance(warnings.filters, list):  # another warnings module: its own API
+        for message in _TRACER_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        return
+    warnings.filters[:0] = _TRACER_FILTERS
+    mutated()  # the C side's caches of which filters apply are stale now
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -195,7 +215,11 @@ def trace(
         raise TraceError(str(error)) from None
     if isinstance(leaf_modules, (str, type)):
         leaf_modules = [leaf_modules]
-    tolerance = Tolerance().overridden(rtol=rtol, atol=atol)
+    tolerance = (
+        _DEFAULT_TOLERANCE
+        if rtol is None and atol is None
+        else _DEFAULT_TOLERANCE.overridden(rtol=rtol, atol=atol)
+    )
     named_inputs = bind_inputs(model, args, kwargs)
     input_tensors: list[tuple[str, Tensor]] = []
     inputs_desc = flatten(named_inputs, "", input_tensors)

@@ -32,26 +32,36 @@ class ModuleTree:
 
     @classmethod
     def of(cls, root: nn.Module, prefix: str = "") -> ModuleTree:
-        paths = list(root.named_modules(remove_duplicate=False, prefix=prefix))
+        paths: list[tuple[str, nn.Module]] = []
         modules: list[tuple[str, nn.Module]] = []
         params: list[tuple[str, Tensor]] = []
         buffers: list[tuple[str, Tensor]] = []
         seen_modules: set[int] = set()
         seen_params: set[int] = set()
         seen_buffers: set[int] = set()
-        for path, module in paths:
-            if id(module) in seen_modules:
-                continue
-            seen_modules.add(id(module))
-            modules.append((path, module))
-            for table, found, seen in (
-                (module._parameters, params, seen_params),
-                (module._buffers, buffers, seen_buffers),
-            ):
-                for name, tensor in table.items():
-                    if tensor is not None and id(tensor) not in seen:
-                        seen.add(id(tensor))
-                        found.append((ids.join(path, name), tensor))
+        join = ids.join
+
+        # `named_modules(remove_duplicate=False)`'s walk and order, on the tables directly:
+        # its generators cost more than the rest of the walk (a model overriding it is rare,
+        # and its forward still calls the modules its tables hold).
+        def walk(module: nn.Module, path: str) -> None:
+            paths.append((path, module))
+            if id(module) not in seen_modules:
+                seen_modules.add(id(module))
+                modules.append((path, module))
+                for table, found, seen in (
+                    (module._parameters, params, seen_params),
+                    (module._buffers, buffers, seen_buffers),
+                ):
+                    for name, tensor in table.items():
+                        if tensor is not None and id(tensor) not in seen:
+                            seen.add(id(tensor))
+                            found.append((join(path, name), tensor))
+            for name, child in module._modules.items():
+                if child is not None:
+                    walk(child, join(path, name))
+
+        walk(root, prefix)
         return cls(paths, modules, params, buffers)
 
 

@@ -216,11 +216,17 @@ class Recorder(TorchFunctionMode):
             return
         output = rest[-1]
         if output is not None:
-            if output.__class__ is Tensor:  # the usual case, answered here: a traced op made it
-                entry = self.producers.get(id(output))
+            # The usual cases, answered here: a tensor, or a tuple of tensors (an LSTM cell's
+            # ``(h, c)``), each made by a traced operation.
+            producers = self.producers
+            if output.__class__ is Tensor:
+                entry = producers.get(id(output))
                 if entry is None or entry[0]() is not output:
                     self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
-            else:
+            elif output.__class__ is not tuple or not all(
+                t.__class__ is Tensor and (entry := producers.get(id(t))) is not None and entry[0]() is t
+                for t in output
+            ):
                 self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
         owners = self.owners
         if owners[-1] is module:

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import ctypes
 import random
-from collections.abc import Iterable, Iterator
+import struct
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -27,6 +30,11 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
 from .modules import ModuleTree
+
+#: A module's tables a forward may rebind entries of: parameters, buffers, submodules.
+_TABLES = (attrgetter("_parameters"), attrgetter("_buffers"), attrgetter("_modules"))
+_TRAINING = attrgetter("training")
+_NON_PERSISTENT = attrgetter("_non_persistent_buffers_set")
 
 
 def _storage_key(tensor: Tensor) -> int | None:
@@ -80,21 +88,32 @@ class ModelState:
         grad: bool = False,
         rng: RngState | None = None,
     ) -> None:
-        self.training = [(m, m.training) for _, m in tree.modules]
+        modules = [m for _, m in tree.modules]
+        self.modules = modules
+        self.training = list(map(_TRAINING, modules))
+        # Code the tracer cannot see into writes without telling: TorchScript modules are copied up
+        # front. Their tables are C++'s: Python cannot rebind them.
+        scripted = [m for m in modules if isinstance(m, torch.jit.ScriptModule)]
+        plain = [m for m in modules if not isinstance(m, torch.jit.ScriptModule)] if scripted else modules
         # The tables themselves (references): a forward that rebinds an entry is undone by these.
         # The ids tell, in one comparison per table, whether any entry was rebound (the saved
-        # objects are held, so no new object can take one of their ids).
-        self.tables: list[tuple[nn.Module, _Table, _Table, _Table, set[str]]] = [
-            (
-                m,
-                _Table(m._parameters),
-                _Table(m._buffers),
-                _Table(m._modules),
-                set(m._non_persistent_buffers_set),
-            )
-            for _, m in tree.modules
-            if not isinstance(m, torch.jit.ScriptModule)  # its tables are C++'s: Python cannot rebind them
+        # objects are held, so no new object can take one of their ids). Most tables are empty
+        # (a leaf module has no submodules, most modules no buffers): those are only checked
+        # to be empty still, all of a kind at once.
+        self.empty: list[tuple[Callable[[nn.Module], Any], list[nn.Module]]] = []
+        self.filled: list[tuple[nn.Module, Callable[[nn.Module], Any], dict[str, Any], list[int]]] = []
+        for get in _TABLES:
+            empty = []
+            for m, table in zip(plain, map(get, plain)):
+                if table:
+                    self.filled.append((m, get, dict(table), list(map(id, table.values()))))
+                else:
+                    empty.append(m)
+            self.empty.append((get, empty))
+        self.non_persistent = [
+            (m, set(m._non_persistent_buffers_set)) for m in plain if m._non_persistent_buffers_set
         ]
+        self.all_persistent = [m for m in plain if not m._non_persistent_buffers_set]
         # A lazy module's first forward makes its parameters: that change is expected.
         tensors = [t for _, t in (*tree.params, *tree.buffers) if not is_lazy(t)]
         # `p.data = other` keeps the object and swaps its memory: an alias keeps the old memory.
@@ -104,20 +123,29 @@ class ModelState:
             (p, p.grad, None if p.grad is None or not grad else p.grad.clone()) for _, p in tree.params
         ]
         self.guard = WriteGuard([*tensors, *inputs])
-        # Code the tracer cannot see into writes without telling: TorchScript modules are copied up front.
-        scripted = [m for _, m in tree.modules if isinstance(m, torch.jit.ScriptModule)]
-        self.guard.save(t for m in scripted for t in (*m.parameters(), *m.buffers()))
+        if scripted:
+            self.guard.save(t for m in scripted for t in (*m.parameters(), *m.buffers()))
         # The RNG states as they were before the trace: a warm-up and the traced forward put back
         # the same ones, read once (NumPy's state alone costs tens of microseconds each way).
         self.rng = rng if rng is not None else RngState()
 
     def restore(self) -> None:
-        for module, parameters, buffers, modules, non_persistent in self.tables:
-            parameters.put_back(module._parameters)
-            buffers.put_back(module._buffers)
-            modules.put_back(module._modules)
-            if module._non_persistent_buffers_set != non_persistent:
-                module._non_persistent_buffers_set = set(non_persistent)
+        for get, empty in self.empty:
+            if any(map(get, empty)):  # an entry added to a table that had none
+                for table in map(get, empty):
+                    table.clear()
+        for module, get, entries, ids in self.filled:
+            table = get(module)
+            if list(map(id, table.values())) != ids or table.keys() != entries.keys():
+                table.clear()
+                table.update(entries)
+        if any(map(_NON_PERSISTENT, self.all_persistent)):
+            for module in self.all_persistent:
+                if module._non_persistent_buffers_set:
+                    module._non_persistent_buffers_set = set()
+        for module, names in self.non_persistent:
+            if module._non_persistent_buffers_set != names:
+                module._non_persistent_buffers_set = set(names)
         moved = [(tensor, alias) for tensor, alias in self.aliases if _moved(tensor, alias)]
         if moved:
             with torch._C.DisableTorchFunction(), torch.no_grad():
@@ -129,9 +157,10 @@ class ModelState:
                 param.grad = grad
             if values is not None and grad is not None:
                 grad.copy_(values)
-        for module, training in self.training:
-            if module.training is not training:  # nn.Module.__setattr__ is slow: skip the no-ops
-                module.training = training
+        if list(map(_TRAINING, self.modules)) != self.training:
+            for module, training in zip(self.modules, self.training):
+                if module.training is not training:  # nn.Module.__setattr__ is slow: skip the no-ops
+                    module.training = training
         self.rng.restore()
 
     def written_parameters(self) -> list[Tensor]:
@@ -147,22 +176,6 @@ class ModelState:
         """Model tensors changed in place by code the tracer could not see into (native kernels)."""
         saved = self.guard.saved
         return [t for t, version in self.versions if t._version != version and id(t) not in saved]
-
-
-class _Table:
-    """One of a module's tables (parameters, buffers or submodules) as it was: its entries, by reference."""
-
-    __slots__ = ("entries", "ids")
-
-    def __init__(self, table: dict[str, Any]) -> None:
-        self.entries = dict(table)
-        self.ids = [id(value) for value in table.values()]
-
-    def put_back(self, table: dict[str, Any]) -> None:
-        """Make ``table`` hold the saved entries again, if the forward rebound, added or removed any."""
-        if [id(value) for value in table.values()] != self.ids or table.keys() != self.entries.keys():
-            table.clear()
-            table.update(self.entries)
 
 
 def _moved(tensor: Tensor, alias: Tensor) -> bool:
@@ -188,20 +201,89 @@ class RngState:
             if torch.cuda.is_available() and torch.cuda.is_initialized()
             else None
         )
-        self.python = random.getstate()
+        self.python = _PythonState()
         self.numpy = _NumpyState.now()
 
     def restore(self) -> None:
         torch.set_rng_state(self.cpu)
         if self.cuda is not None:
             torch.cuda.set_rng_state_all(self.cuda)
-        random.setstate(self.python)
+        self.python.restore()
         if self.numpy is not None:
             self.numpy.restore()
 
 
+class _PythonState:
+    """Python's global ``random`` generator state, read raw and put back only where it changed.
+
+    Why not plain ``random.getstate``/``setstate`` each time: they turn the 624 state words
+    into a tuple of Python ints and back, about 10 us and 5 us, on every trace of a model that
+    never draws from ``random``. CPython's generator keeps its position and words in one block
+    right after the object header; :func:`_python_words_address` proves that layout on this
+    interpreter (against ``getstate``) before it is relied on, and where it does not hold the
+    full state is read and put back as before. The rest of the state, the cached Gaussian of
+    ``random.gauss``, is an attribute, compared by identity.
+    """
+
+    __slots__ = ("address", "gauss", "generator", "raw", "state")
+
+    def __init__(self) -> None:
+        generator = self.generator = random.getstate.__self__  # the generator random.random draws from
+        self.gauss = getattr(generator, "gauss_next", None)
+        self.address = _python_words_address(generator)
+        if self.address is None:
+            self.raw, self.state = None, generator.getstate()
+        else:
+            self.raw, self.state = ctypes.string_at(self.address, _MT19937_BYTES), None
+
+    def restore(self) -> None:
+        generator = random.getstate.__self__
+        if self.raw is None or generator is not self.generator:
+            self.generator.setstate(self.state)
+            return
+        if ctypes.string_at(self.address, _MT19937_BYTES) == self.raw and generator.gauss_next is self.gauss:
+            return
+        position = int.from_bytes(self.raw[:4], sys.byteorder, signed=True)
+        words = struct.unpack(f"={_MT19937_WORDS}I", self.raw[4:])
+        generator.setstate((_PYTHON_STATE_VERSION, (*words, position), self.gauss))
+
+
+#: The words of an MT19937 generator (Python's and NumPy's legacy one).
+_MT19937_WORDS = 624
+#: Its words and position as CPython's ``random`` keeps them: an int, then the 624 uint32.
+_PYTHON_STATE_VERSION = 3
+#: Where the position and the words of a ``random.Random`` lie, by generator class: checked once.
+_python_layouts: dict[type, int | None] = {}
+
+
+def _python_words_address(generator: random.Random) -> int | None:
+    """The address of ``generator``'s position and words, where this interpreter's layout is proven."""
+    kind = type(generator)
+    if kind not in _python_layouts:
+        _python_layouts[kind] = _python_words_offset(generator)
+    offset = _python_layouts[kind]
+    return None if offset is None else id(generator) + offset
+
+
+def _python_words_offset(generator: random.Random) -> int | None:
+    """The offset of the words in a generator, if ``getstate`` says they lie there (else None)."""
+    if not isinstance(generator, random.Random) or sys.implementation.name != "cpython":
+        return None
+    try:
+        version, internal, _ = generator.getstate()
+    except (TypeError, ValueError):
+        return None
+    if version != _PYTHON_STATE_VERSION or len(internal) != _MT19937_WORDS + 1:
+        return None
+    offset = object.__basicsize__  # right after the object header (refcount and type)
+    raw = ctypes.string_at(id(generator) + offset, _MT19937_BYTES)
+    position = int.from_bytes(raw[:4], sys.byteorder, signed=True)
+    words = struct.unpack(f"={_MT19937_WORDS}I", raw[4:])
+    return offset if (*words, position) == internal else None
+
+
 #: The MT19937 words and position behind NumPy's global generator: 624 uint32 and an int.
-_MT19937_BYTES = 624 * 4 + 4
+_MT19937_BYTES = _MT19937_WORDS * 4 + 4
 
 
 class _NumpyState:
