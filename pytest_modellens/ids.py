@@ -168,6 +168,12 @@ def tensor_ref(name: str, *, is_buffer: bool) -> str:
     return buffer_ref(name) if is_buffer else param_ref(name)
 
 
+def tensor_refs(names: list[str], *, is_buffer: bool) -> list[str]:
+    """:func:`tensor_ref` of each name (one call for a model's parameters or buffers)."""
+    prefix = "buffer:" if is_buffer else "param:"
+    return [prefix + name for name in names]
+
+
 def const_ref(spec: object) -> str:
     return f"const:{spec}"
 

@@ -49,17 +49,20 @@ class ModuleTree:
             if id(module) not in seen_modules:
                 seen_modules.add(id(module))
                 modules.append((path, module))
-                for table, found, seen in (
-                    (module._parameters, params, seen_params),
-                    (module._buffers, buffers, seen_buffers),
-                ):
-                    for name, tensor in table.items():
-                        if tensor is not None and id(tensor) not in seen:
-                            seen.add(id(tensor))
-                            found.append((join(path, name), tensor))
-            for name, child in module._modules.items():
-                if child is not None:
-                    walk(child, join(path, name))
+                if module._parameters:
+                    take(module._parameters, path, params, seen_params)
+                if module._buffers:  # most modules have none
+                    take(module._buffers, path, buffers, seen_buffers)
+            if module._modules:
+                for name, child in module._modules.items():
+                    if child is not None:
+                        walk(child, join(path, name))
+
+        def take(table: dict[str, Any], path: str, found: list[tuple[str, Tensor]], seen: set[int]) -> None:
+            for name, tensor in table.items():
+                if tensor is not None and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    found.append((join(path, name), tensor))
 
         walk(root, prefix)
         return cls(paths, modules, params, buffers)

@@ -125,6 +125,17 @@ class Recorder(TorchFunctionMode):
 
     def _name_tensors(self, tree: ModuleTree) -> None:
         """Name parameters and buffers (a shared one once, under its first name)."""
+        tensors = [t for _, t in (*tree.params, *tree.buffers)]
+        keys = list(map(id, tensors))
+        if not self.named and len(set(keys)) == len(keys):  # the model's own tree: each tensor once
+            names = [name for name, _ in tree.params]
+            refs = ids.tensor_refs(names, is_buffer=False)
+            names += [name for name, _ in tree.buffers]
+            refs += ids.tensor_refs(names[len(refs) :], is_buffer=True)
+            kinds = [False] * len(tree.params) + [True] * len(tree.buffers)
+            self.named.update(zip(keys, zip(names, kinds, tensors)))
+            self.producers.update(zip(keys, zip(map(weakref.ref, tensors), refs)))
+            return
         for table, is_buffer in ((tree.params, False), (tree.buffers, True)):
             for name, tensor in table:
                 if id(tensor) not in self.named:

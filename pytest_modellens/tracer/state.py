@@ -34,6 +34,9 @@ from .modules import ModuleTree
 #: A module's tables a forward may rebind entries of: parameters, buffers, submodules.
 _TABLES = (attrgetter("_parameters"), attrgetter("_buffers"), attrgetter("_modules"))
 _TRAINING = attrgetter("training")
+_DATA, _VERSION, _GRAD = attrgetter("data"), attrgetter("_version"), attrgetter("grad")
+_SHAPE, _DTYPE, _LAYOUT = attrgetter("shape"), attrgetter("dtype"), attrgetter("layout")
+_STORAGE_PTR = torch.UntypedStorage.data_ptr
 _NON_PERSISTENT = attrgetter("_non_persistent_buffers_set")
 
 
@@ -48,12 +51,18 @@ def _storage_key(tensor: Tensor) -> int | None:
 class WriteGuard:
     """Copies a model tensor (parameter, buffer or input) the moment before the forward first writes it."""
 
-    def __init__(self, tensors: Iterable[Tensor]) -> None:
-        self._owners: dict[int, list[Tensor]] = {}  # storage -> the tensors whose values live there
-        for tensor in tensors:
-            key = _storage_key(tensor)
-            if key is not None:
-                self._owners.setdefault(key, []).append(tensor)
+    def __init__(self, tensors: list[Tensor]) -> None:
+        try:  # torch's methods mapped over the tensors: no Python-level work per tensor
+            keys: list[int | None] = list(map(_STORAGE_PTR, map(Tensor.untyped_storage, tensors)))
+        except (RuntimeError, NotImplementedError, TypeError):  # a sparse or nested tensor among them
+            keys = list(map(_storage_key, tensors))
+        #: storage -> the tensors whose values live there
+        self._owners: dict[int | None, tuple[Tensor, ...]] = dict(zip(keys, zip(tensors)))
+        if len(self._owners) != len(keys):  # tensors sharing memory (tied weights, views)
+            self._owners = {}
+            for key, tensor in zip(keys, tensors):
+                self._owners[key] = (*self._owners.get(key, ()), tensor)
+        self._owners.pop(None, None)
         #: ``(tensor, copy of its values)`` by tensor id, for each tensor written so far.
         self.saved: dict[int, tuple[Tensor, Tensor]] = {}
 
@@ -115,13 +124,21 @@ class ModelState:
         ]
         self.all_persistent = [m for m in plain if not m._non_persistent_buffers_set]
         # A lazy module's first forward makes its parameters: that change is expected.
-        tensors = [t for _, t in (*tree.params, *tree.buffers) if not is_lazy(t)]
+        tensors = [t for _, t in (*tree.params, *tree.buffers)]
+        if any(map(is_lazy, tensors)):
+            tensors = [t for t in tensors if not is_lazy(t)]
+        # What follows is read with torch's own getters mapped over the tensors (C loops): on a
+        # model of a hundred tensors, Python-level work per tensor is most of a trace's fixed cost.
+        self.tensors = tensors
         # `p.data = other` keeps the object and swaps its memory: an alias keeps the old memory.
-        self.aliases = [(t, t.data) for t in tensors]
-        self.versions = [(t, t._version) for t in tensors]
-        self.grads = [
-            (p, p.grad, None if p.grad is None or not grad else p.grad.clone()) for _, p in tree.params
-        ]
+        self.aliases = list(map(_DATA, tensors))
+        self.places = _places(tensors)
+        self.versions = list(map(_VERSION, tensors))
+        self.params = [p for _, p in tree.params]
+        self.grads = list(map(_GRAD, self.params))
+        self.grad_ids = list(map(id, self.grads))
+        # With autograd on, the forward may accumulate into the gradients themselves: their values too.
+        self.grad_values = [None if g is None else g.clone() for g in self.grads] if grad else None
         self.guard = WriteGuard([*tensors, *inputs])
         if scripted:
             self.guard.save(t for m in scripted for t in (*m.parameters(), *m.buffers()))
@@ -146,17 +163,21 @@ class ModelState:
         for module, names in self.non_persistent:
             if module._non_persistent_buffers_set != names:
                 module._non_persistent_buffers_set = set(names)
-        moved = [(tensor, alias) for tensor, alias in self.aliases if _moved(tensor, alias)]
-        if moved:
-            with torch._C.DisableTorchFunction(), torch.no_grad():
-                for tensor, alias in moved:
-                    tensor.data = alias
+        if self.places is None or _places(self.tensors) != self.places:  # some `.data` may be rebound
+            moved = [(t, alias) for t, alias in zip(self.tensors, self.aliases) if _moved(t, alias)]
+            if moved:
+                with torch._C.DisableTorchFunction(), torch.no_grad():
+                    for tensor, alias in moved:
+                        tensor.data = alias
         self.guard.restore()
-        for param, grad, values in self.grads:
-            if param.grad is not grad:
-                param.grad = grad
-            if values is not None and grad is not None:
-                grad.copy_(values)
+        if list(map(id, map(_GRAD, self.params))) != self.grad_ids:
+            for param, grad in zip(self.params, self.grads):
+                if param.grad is not grad:
+                    param.grad = grad
+        if self.grad_values is not None:
+            for grad, values in zip(self.grads, self.grad_values):
+                if grad is not None and values is not None:
+                    grad.copy_(values)
         if list(map(_TRAINING, self.modules)) != self.training:
             for module, training in zip(self.modules, self.training):
                 if module.training is not training:  # nn.Module.__setattr__ is slow: skip the no-ops
@@ -168,14 +189,34 @@ class ModelState:
         saved = self.guard.saved
         with torch._C.DisableTorchFunction():
             return [
-                p for p, _, _ in self.grads
+                p for p in self.params
                 if id(p) in saved and not p.is_meta and not torch.equal(p.detach(), saved[id(p)][1])
             ]  # fmt: skip
 
     def unrestorable(self) -> list[Tensor]:
         """Model tensors changed in place by code the tracer could not see into (native kernels)."""
+        if list(map(_VERSION, self.tensors)) == self.versions:
+            return []
         saved = self.guard.saved
-        return [t for t, version in self.versions if t._version != version and id(t) not in saved]
+        return [
+            t
+            for t, version in zip(self.tensors, self.versions)
+            if t._version != version and id(t) not in saved
+        ]
+
+
+def _places(tensors: list[Tensor]) -> tuple[list[Any], ...] | None:
+    """Where and how each tensor's values lie, to compare in one go; None where some have no pointer."""
+    try:
+        return (
+            list(map(Tensor.data_ptr, tensors)),
+            list(map(Tensor.stride, tensors)),
+            list(map(_SHAPE, tensors)),
+            list(map(_DTYPE, tensors)),
+            list(map(_LAYOUT, tensors)),
+        )
+    except (RuntimeError, NotImplementedError, TypeError):  # sparse or nested: compared one by one
+        return None
 
 
 def _moved(tensor: Tensor, alias: Tensor) -> bool:
