@@ -51,6 +51,7 @@ from torch.overrides import TorchFunctionMode, handle_torch_function
 from .. import ids
 from ..trace import Node, NodeKind, Stats, TensorSpec
 from .describe import (
+    MAX_LISTED_ARGS,
     OP_NAMES,
     compute_stats,
     describe,
@@ -427,6 +428,14 @@ class Recorder(TorchFunctionMode):
 
     def _take(self, key: str, value: Any, inputs: list[str], described: list[tuple[str, Any]]) -> None:
         """A non-tensor argument: tensors inside a list go to the inputs, the rest is described."""
+        kind = value.__class__
+        if (
+            (kind is tuple or kind is list or kind is torch.Size)
+            and 0 < len(value) <= MAX_LISTED_ARGS
+            and all(item.__class__ is int for item in value)
+        ):  # a shape, stride or dims: what `describe` makes of it, without its walk
+            described.append((key, list(value)))
+            return
         if isinstance(value, (list, tuple)) and value:
             tensors = tensors_in(value, [])
             if tensors:
