@@ -92,13 +92,14 @@ def to_data(trace: Trace) -> dict[str, Any]:
     """The canonical plain-data form of a trace (what the snapshot file holds)."""
     param_ops, passes = trace.parameter_use()  # one walk of the nodes for both
     params, trainable = trace.param_count, trace.trainable_count
+    tensors, tensor_bytes = trace.output_totals()
     summary = {
         "model": trace.model,
         "inputs": trace.inputs,
         "outputs": trace.outputs,
         "ops": len(trace.op_nodes),
-        "tensors": trace.tensor_count,
-        "tensor_bytes": trace.tensor_bytes,
+        "tensors": tensors,
+        "tensor_bytes": tensor_bytes,
         "params": params,
         "trainable_params": trainable,
         "frozen_params": params - trainable,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from . import ids
@@ -149,6 +150,9 @@ class TensorSpec:
         inner = inner.strip()
         shape = tuple(_size(size, layout) for size in inner.split(",")) if inner else ()
         return cls(dtype, shape, layout)
+
+
+_NBYTES = attrgetter("nbytes")
 
 
 def _layout(name: str) -> Layout:
@@ -321,11 +325,16 @@ class Trace:
 
     @property
     def tensor_count(self) -> int:
-        return sum(len(node.outputs) for node in self.nodes)
+        return self.output_totals()[0]
 
     @property
     def tensor_bytes(self) -> int:
-        return sum(spec.nbytes for node in self.nodes for spec in node.outputs)
+        return self.output_totals()[1]
+
+    def output_totals(self) -> tuple[int, int]:
+        """``(tensor_count, tensor_bytes)`` of the nodes' outputs, from one walk (a snapshot writes both)."""
+        specs = [spec for node in self.nodes for spec in node.outputs]
+        return len(specs), sum(map(_NBYTES, specs))
 
     @property
     def param_count(self) -> int:
@@ -394,14 +403,12 @@ class Trace:
     @property
     def branching(self) -> bool:
         """Whether one tensor feeds more than one node."""
-        consumers: dict[str, set[str]] = {}
+        is_node_ref = ids.is_node_ref
+        consumers: dict[str, str] = {}  # a tensor -> the first node that read it
         for node in self.nodes:
+            node_id = node.node_id
             for ref in node.inputs:
-                if not ids.is_node_ref(ref):
-                    continue
-                users = consumers.setdefault(ref, set())
-                users.add(node.node_id)
-                if len(users) > 1:
+                if consumers.setdefault(ref, node_id) != node_id and is_node_ref(ref):
                     return True
         return False
 
