@@ -176,24 +176,23 @@ class _Loop:
 
 def _canonical_mixed(nodes: list[Node], call_parents: dict[str, str]) -> list[Node]:
     """``nodes`` with each loop over calls in one order: other work, the calls by content, work on their inputs."""
+    loops = list(_loops(nodes, call_parents))
+    if not loops:
+        return nodes
     renamed: dict[str, str] = {}
     order = list(range(len(nodes)))
-    for loop in _loops(nodes, call_parents):
+    for loop in loops:
         calls = loop.calls
         keys = [_content(nodes, call.call, (call.start, call.end)) for call in calls]
-        ranked = sorted(range(len(calls)), key=keys.__getitem__)
-        for position, index in enumerate(ranked):
-            renamed[calls[index].call] = calls[position].call
+        ranked = [calls[index] for index in sorted(range(len(calls)), key=keys.__getitem__)]
+        for call, place in zip(ranked, calls):
+            renamed[call.call] = place.call  # the call in content place `place` takes its number
         reads = calls[0].reads
         before = [run for run in loop.between if run.reads != reads]
         after = [run for run in (loop.leader, *loop.between) if run is not None and run.reads == reads]
-        flat = [
-            i for unit in (*before, *(calls[i] for i in ranked), *after) for i in range(unit.start, unit.end)
-        ]
+        flat = [i for unit in (*before, *ranked, *after) for i in range(unit.start, unit.end)]
         start = (loop.leader or calls[0]).start
         order[start : start + len(flat)] = flat
-    if not renamed:
-        return nodes
     return [_renamed(nodes[i], lambda node_id: _moved_call(node_id, renamed)) for i in order]
 
 
