@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -233,3 +234,113 @@ def test_blocks_from_a_loop_over_a_range_keep_the_loops_order() -> None:
     trace = lens.trace(RangeLoop(), torch.randn(3))
     added = [dict(node.args)["1"] for node in trace.op_nodes if node.op == "add"]
     assert added == list(range(12))
+
+
+class PositionRotary(nn.Module):
+    """Reads the positions and a table per kind; of the hidden states only their dtype, as transformers' do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("sliding_attention_inv_freq", torch.arange(4.0))
+        self.register_buffer("indexed_attention_inv_freq", torch.arange(2.0))
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, kind: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = positions[..., None].float() * getattr(self, f"{kind}_inv_freq")
+        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+
+
+class Layer(nn.Module):
+    """A decoder layer: what the loops made is read here, by calls, not inline in the forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, table: Any) -> torch.Tensor:
+        scale = table if isinstance(table, torch.Tensor) else table[0].sum() + table[1].sum()
+        return self.proj(x) * scale + mask.sum()
+
+
+class ScaledOrRotary(nn.Module):
+    """Beam's loop: one layer type's work is inline (a scale from the positions), the other's a call."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        super().__init__()
+        self.rotary = PositionRotary()
+        self.layers = nn.ModuleList([Layer(), Layer()])
+        self.kinds = kinds
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(x.shape[1]).unsqueeze(0)
+        masks = {kind: _mask(attention_mask, kind) for kind in self.kinds}
+        tables: dict[str, Any] = {}
+        for kind in self.kinds:
+            if kind == "full_attention":
+                tables[kind] = torch.exp(0.1 * torch.log1p((positions.float() + 1) / 2048))[:, :, None]
+            else:
+                tables[kind] = self.rotary(x, positions, kind)
+        for layer, kind in zip(self.layers, LAYER_TYPES):
+            x = layer(x, masks[kind], tables[kind])
+        return x
+
+
+def test_an_inline_block_and_a_call_run_in_either_order_give_the_same_snapshot() -> None:
+    x = torch.randn(2, 4, 4)
+    one = lens.trace(ScaledOrRotary(LAYER_TYPES), x, MASK_INPUTS[1])
+    other = lens.trace(ScaledOrRotary(LAYER_TYPES[::-1]), x, MASK_INPUTS[1])
+    assert one.dumps() == other.dumps()
+    ops = [node.node_id for node in one.op_nodes]
+    # The call first, then the inline work on its inputs: the masks before them stay one run.
+    assert ops.index("rotary/cos") < ops.index("log1p") < ops.index("layers.0/mul")
+    assert [node.node_id for node in one.op_nodes if node.op == "where"] == ["where", "where:2"]
+
+
+class PreparedOrNot(nn.Module):
+    """dots3's loop: the call's argument is prepared inline for one kind only, so the calls are not back to back."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        super().__init__()
+        self.rotary = PositionRotary()
+        self.layers = nn.ModuleList([Layer(), Layer()])
+        self.kinds = kinds
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(x.shape[1]).unsqueeze(0)
+        tables = {
+            kind: self.rotary(x.float() if kind == "indexed_attention" else x, positions, kind)
+            for kind in self.kinds
+        }
+        for layer, kind in zip(self.layers, ("indexed_attention", "sliding_attention")):
+            x = layer(x, attention_mask, tables[kind])
+        return x
+
+
+def test_calls_with_inline_work_between_them_give_the_same_snapshot_in_either_order() -> None:
+    x = torch.randn(2, 4, 4)
+    kinds = ("indexed_attention", "sliding_attention")
+    one = lens.trace(PreparedOrNot(kinds), x, MASK_INPUTS[1])
+    other = lens.trace(PreparedOrNot(kinds[::-1]), x, MASK_INPUTS[1])
+    assert one.dumps() == other.dumps()
+    ops = [node.node_id for node in one.op_nodes]
+    assert ops.index("float") < ops.index("rotary/getitem") < ops.index("rotary:2/getitem")
+
+
+class Combined(nn.Module):
+    """Inline work and a call on the same tensor that the forward then combines: not a loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4)
+        self.weight = nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1).float()
+        mixes = torch.nn.functional.linear(flat, self.weight)
+        return mixes * self.norm(flat)
+
+
+def test_inline_work_and_a_call_that_the_forward_combines_keep_the_forwards_order() -> None:
+    ops = [node.node_id for node in lens.trace(Combined(), torch.randn(2, 4)).op_nodes]
+    assert ops.index("linear") < ops.index("norm/layer_norm") < ops.index("mul")

@@ -8,7 +8,7 @@ iterates a set of strings, whose order follows ``PYTHONHASHSEED``, so one proces
 Its mask functions do the same with operations written inline (``create_masks_for_generate``
 builds one mask per layer type in the set's order), so ``where`` and ``where:2`` swap.
 
-Two rules, narrow on purpose so that no other snapshot changes:
+Three rules, narrow on purpose so that no other snapshot changes:
 
 - Module calls: back-to-back calls of one module from one caller that read the same
   activations, none reading another's results (they differ only in parameters, buffers,
@@ -19,19 +19,32 @@ Two rules, narrow on purpose so that no other snapshot changes:
   the same op and write nothing they did not make are put in the order of their content
   (numbers compared as numbers, so a loop over a ``range`` keeps its order) and their
   operations numbered in that order.
+- Loops whose body is a call for one element and inline operations for another: calls of one
+  module from one caller that read the same activations, none reading another's results, with
+  runs of the caller's own operations between them that read none of their results
+  (``self.rotary_emb(x.float() if kind == "indexed" else x, position_ids, kind)``), become those
+  runs, then the calls in content order and numbered so, with any run that reads just what the
+  calls read moved after them. So does the end of the run just before such calls (one call
+  will do) where it reads just what they read, the caller made that earlier, and no operation of
+  the caller after them reads its or their results (beam: ``compute_attention_scaling(position_ids)``
+  for one layer type, ``self.rotary_emb(x, position_ids, layer_type)`` for the other): the calls,
+  then it. Neither order of such a loop is the program's; this one keeps the runs before the
+  calls whole, so the inline rule still sees the blocks of the loop before them.
 
 Work on different data (a shared encoder applied to two inputs), work that reads another's
-results, independent lines that do not look alike, and blocks that a later operation of the
-same run combines keep the order the forward gave them, which is the program's. Not covered: a
-loop body that is a module call for one element and inline operations for another, or blocks
-that read a tensor made earlier in the same run.
+results, independent lines that do not look alike, blocks that a later operation of the same
+run combines, and inline work beside a call that the forward goes on to combine keep the order
+the forward gave them, which is the program's. Not covered: blocks that read a tensor made
+earlier in the same run, a loop body whose inline work after its call reads other activations
+than the call, and inline work of several bodies of one loop that does not look alike (it keeps
+the order it ran in).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import ids
@@ -41,7 +54,8 @@ from .writes import writes
 
 def canonical_calls(nodes: list[Node], call_parents: dict[str, str]) -> list[Node]:
     """``nodes`` with interchangeable calls, then interchangeable inline blocks, in content order."""
-    return _canonical_blocks(_canonical_module_calls(nodes, call_parents))
+    nodes = _canonical_module_calls(nodes, call_parents)
+    return _canonical_blocks(_canonical_mixed(nodes, call_parents))
 
 
 def _canonical_module_calls(nodes: list[Node], call_parents: dict[str, str]) -> list[Node]:
@@ -137,6 +151,166 @@ def _content(nodes: list[Node], scope: str, span: tuple[int, int]) -> str:
         local_refs = [local(ref) for ref in (node.node_id, *node.inputs)]
         parts.append(repr((node.op, local_refs, node.args, [str(spec) for spec in node.outputs])))
     return "\n".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """Operations written directly in a caller (a run, or the end of one), or one call of a child module."""
+
+    start: int
+    end: int
+    call: str  # the call's scope; "" for inline operations (the root is never a call)
+    reads: frozenset[str]  # the activations it reads from before it
+    made: frozenset[str]
+    movable: bool  # writes only what it made; a call: reads an activation and calls nothing itself
+
+
+@dataclass(frozen=True, slots=True)
+class _Loop:
+    """Calls of one module on the same activations, and the inline work between and before them."""
+
+    calls: list[_Unit]
+    between: list[_Unit]  # the runs between the calls
+    leader: _Unit | None  # the end of the run before the first call that reads just what the calls read
+
+
+def _canonical_mixed(nodes: list[Node], call_parents: dict[str, str]) -> list[Node]:
+    """``nodes`` with each loop over calls in one order: other work, the calls by content, work on their inputs."""
+    loops = list(_loops(nodes, call_parents))
+    if not loops:
+        return nodes
+    renamed: dict[str, str] = {}
+    order = list(range(len(nodes)))
+    for loop in loops:
+        calls = loop.calls
+        keys = [_content(nodes, call.call, (call.start, call.end)) for call in calls]
+        ranked = [calls[index] for index in sorted(range(len(calls)), key=keys.__getitem__)]
+        for call, place in zip(ranked, calls):
+            renamed[call.call] = place.call  # the call in content place `place` takes its number
+        reads = calls[0].reads
+        before = [run for run in loop.between if run.reads != reads]
+        after = [run for run in (loop.leader, *loop.between) if run is not None and run.reads == reads]
+        flat = [i for unit in (*before, *ranked, *after) for i in range(unit.start, unit.end)]
+        start = (loop.leader or calls[0]).start
+        order[start : start + len(flat)] = flat
+    return [_renamed(nodes[i], lambda node_id: _moved_call(node_id, renamed)) for i in order]
+
+
+def _loops(nodes: list[Node], call_parents: dict[str, str]) -> Iterator[_Loop]:
+    """Each loop over calls with inline work to put in place (calls back to back alone are the call rule's).
+
+    From a call: the later calls of its module that read the same activations, with the runs
+    between them that read none of their results; and the end of the run before it that reads
+    just what the calls read and that nothing between them reads.
+    """
+    for units in _stretches(nodes, call_parents):
+        index = 0
+        while index < len(units):
+            first = units[index]
+            if not first.call or not first.movable:
+                index += 1
+                continue
+            path = ids.scope_path(first.call)
+            calls, between, pending = [first], [], []
+            made = set(first.made)
+            for unit in units[index + 1 :]:
+                if not unit.call:
+                    if not unit.movable or unit.reads & made:
+                        break
+                    pending.append(unit)
+                elif unit.movable and unit.reads == first.reads and ids.scope_path(unit.call) == path:
+                    calls.append(unit)
+                    between += pending
+                    pending = []
+                    made |= unit.made
+                else:
+                    break
+            end = index + len(calls) + len(between)
+            leader = _leader(nodes, units, index, end)
+            if between or leader is not None:
+                yield _Loop(calls, between, leader)
+            index = end
+
+
+def _leader(nodes: list[Node], units: list[_Unit], index: int, end: int) -> _Unit | None:
+    """The end of the run before the loop ``units[index:end]`` that reads just what its calls read.
+
+    Only where the caller made what they read earlier in the stretch, and no inline operation
+    after the loop reads its results or the leader's: work that the forward goes on to combine
+    (``mixes = linear(x, w); rsqrt = self.norm(x); mixes * rsqrt``) keeps its order.
+    """
+    if index == 0 or units[index - 1].call:
+        return None
+    run, reads = units[index - 1], units[index].reads
+    leader = _suffix_reading(nodes, run, reads)
+    made_before = {ref for unit in units[: index - 1] for ref in unit.made} | run.made
+    if leader is None or not reads <= made_before:
+        return None
+    results = set(leader.made).union(*(unit.made for unit in units[index:end]))
+    if any(unit.reads & results for unit in units[end:] if not unit.call):
+        return None
+    if any(unit.reads & leader.made for unit in units[index:end]):
+        return None
+    return leader
+
+
+def _suffix_reading(nodes: list[Node], run: _Unit, reads: frozenset[str]) -> _Unit | None:
+    """The shortest end of ``run`` that reads just ``reads`` from before it, when one does and may move."""
+    made: set[str] = set()
+    read: set[str] = set()
+    for start in range(run.end - 1, run.start - 1, -1):
+        node = nodes[start]
+        made.update(node.refs)
+        read.difference_update(node.refs)
+        read.update(ref for ref in node.inputs if ids.is_node_ref(ref) and ref not in made)
+        if read == reads:
+            leader = _unit(nodes, start, run.end, "")
+            return leader if leader.movable else None
+    return None
+
+
+def _stretches(nodes: list[Node], call_parents: dict[str, str]) -> Iterator[list[_Unit]]:
+    """Each caller's runs of inline operations and calls of its child modules, in order.
+
+    A condition, or a call whose nodes are not contiguous, ends a stretch.
+    """
+    blocks = _call_blocks(nodes, call_parents)
+    starts = {(call_parents.get(scope, ""), start): scope for scope, (start, _) in blocks.items()}
+    op = NodeKind.OP
+    for caller in dict.fromkeys(caller for caller, _ in starts):  # in the order of the calls, not a set's
+        if caller and caller not in blocks:
+            continue
+        index, end = blocks[caller] if caller else (0, len(nodes))
+        units: list[_Unit] = []
+        run = index
+        while index <= end:
+            if index < end and nodes[index].kind is op and nodes[index].scope == caller:
+                index += 1
+                continue
+            if run < index:
+                units.append(_unit(nodes, run, index, ""))
+            call = starts.get((caller, index))
+            if call is not None:
+                units.append(_unit(nodes, *blocks[call], call))
+                index = blocks[call][1]
+            else:
+                if len(units) > 1:
+                    yield units
+                units = []
+                index += 1
+            run = index
+
+
+def _unit(nodes: list[Node], start: int, end: int, call: str) -> _Unit:
+    block = nodes[start:end]
+    made = frozenset(ref for node in block for ref in node.refs)
+    reads = frozenset(
+        ref for node in block for ref in node.inputs if ids.is_node_ref(ref) and ref not in made
+    )
+    movable = not any(_writes_outside(node, made) for node in block)
+    if call:
+        movable = movable and bool(reads) and all(node.scope == call for node in block)
+    return _Unit(start, end, call, reads, made, movable)
 
 
 def _canonical_blocks(nodes: list[Node]) -> list[Node]:
@@ -267,7 +441,7 @@ def _joined(nodes: list[Node], start: int, end: int) -> list[list[int]]:
     return [members[first] for first in sorted(members)]
 
 
-def _writes_outside(node: Node, made: set[str]) -> bool:
+def _writes_outside(node: Node, made: set[str] | frozenset[str]) -> bool:
     """Whether ``node`` writes a tensor from outside its block: moving it would move the write."""
     return writes(node.op, dict(node.args)) and bool(node.inputs) and node.inputs[0] not in made
 
