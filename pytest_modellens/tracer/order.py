@@ -54,13 +54,17 @@ from .writes import writes
 
 def canonical_calls(nodes: list[Node], call_parents: dict[str, str]) -> list[Node]:
     """``nodes`` with interchangeable calls, then interchangeable inline blocks, in content order."""
-    nodes = _canonical_module_calls(nodes, call_parents)
-    return _canonical_blocks(_canonical_mixed(nodes, call_parents))
-
-
-def _canonical_module_calls(nodes: list[Node], call_parents: dict[str, str]) -> list[Node]:
-    """``nodes`` with each run of interchangeable calls in content order, renumbered."""
     blocks = _call_blocks(nodes, call_parents)
+    ordered = _canonical_module_calls(nodes, call_parents, blocks)
+    if ordered is not nodes:  # calls moved: their places with them
+        blocks = _call_blocks(ordered, call_parents)
+    return _canonical_blocks(_canonical_mixed(ordered, call_parents, blocks))
+
+
+def _canonical_module_calls(
+    nodes: list[Node], call_parents: dict[str, str], blocks: dict[str, tuple[int, int]]
+) -> list[Node]:
+    """``nodes`` with each run of interchangeable calls in content order, renumbered (``nodes`` itself if none)."""
     renamed: dict[str, str] = {}
     order = list(range(len(nodes)))
     for run in _runs(blocks, call_parents):
@@ -83,19 +87,33 @@ def _canonical_module_calls(nodes: list[Node], call_parents: dict[str, str]) -> 
 
 def _call_blocks(nodes: list[Node], call_parents: dict[str, str]) -> dict[str, tuple[int, int]]:
     """Each module call's nodes (its own and its sub-calls') as ``[start, end)``, where contiguous."""
+    # Each scope's own nodes first, then each call's span and count given to its caller, callees
+    # before callers (a call is entered after its caller): per node one step, not a walk up the calls.
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     count: dict[str, int] = {}
+    outside = (NodeKind.INPUT, NodeKind.OUTPUT)
+    split = ids.split_op_id
     for index, node in enumerate(nodes):
-        if not node.kind.in_forward:
+        if node.kind in outside:
             continue
-        scope = node.scope
-        while scope:
-            first.setdefault(scope, index)
-            last[scope] = index
-            count[scope] = count.get(scope, 0) + 1
-            scope = call_parents.get(scope, "")
-    return {s: (first[s], last[s] + 1) for s in first if last[s] + 1 - first[s] == count[s]}
+        scope = split(node.node_id)[0]
+        if scope not in first:
+            first[scope] = index
+        last[scope] = index + 1
+        count[scope] = count.get(scope, 0) + 1
+    for scope in reversed(call_parents):
+        caller = call_parents[scope]
+        if scope not in first or not caller:
+            continue
+        if caller in first:
+            first[caller] = min(first[caller], first[scope])
+            last[caller] = max(last[caller], last[scope])
+            count[caller] += count[scope]
+        else:
+            first[caller], last[caller], count[caller] = first[scope], last[scope], count[scope]
+    first.pop("", None)
+    return {s: (first[s], last[s]) for s in first if last[s] - first[s] == count[s]}
 
 
 def _runs(blocks: dict[str, tuple[int, int]], call_parents: dict[str, str]) -> list[list[str]]:
@@ -174,9 +192,13 @@ class _Loop:
     leader: _Unit | None  # the end of the run before the first call that reads just what the calls read
 
 
-def _canonical_mixed(nodes: list[Node], call_parents: dict[str, str]) -> list[Node]:
+def _canonical_mixed(
+    nodes: list[Node], call_parents: dict[str, str], blocks: dict[str, tuple[int, int]]
+) -> list[Node]:
     """``nodes`` with each loop over calls in one order: other work, the calls by content, work on their inputs."""
-    loops = list(_loops(nodes, call_parents))
+    if not _may_loop(nodes, call_parents, blocks):
+        return nodes  # the usual case, told cheaply: no loop of calls to look at
+    loops = list(_loops(nodes, call_parents, blocks))
     if not loops:
         return nodes
     renamed: dict[str, str] = {}
@@ -196,14 +218,56 @@ def _canonical_mixed(nodes: list[Node], call_parents: dict[str, str]) -> list[No
     return [_renamed(nodes[i], lambda node_id: _moved_call(node_id, renamed)) for i in order]
 
 
-def _loops(nodes: list[Node], call_parents: dict[str, str]) -> Iterator[_Loop]:
+def _may_loop(nodes: list[Node], call_parents: dict[str, str], blocks: dict[str, tuple[int, int]]) -> bool:
+    """Whether the loop rule may find anything: a cheap test of what :func:`_loops` needs.
+
+    It moves only calls with no module call inside them that read an activation; and either two
+    such calls of one module from one caller read the same activations, or an operation of the
+    caller in the run just before one reads what it reads (the leader of a single call).
+    """
+    is_node_ref = ids.is_node_ref
+    op = NodeKind.OP
+    modules = {scope: (call_parents.get(scope, ""), ids.scope_path(scope)) for scope in blocks}
+    calls: dict[tuple[str, str], int] = {}
+    for key in modules.values():
+        calls[key] = calls.get(key, 0) + 1
+    seen: set[tuple[tuple[str, str], frozenset[str]]] = set()
+    for scope, (start, end) in blocks.items():
+        key = modules[scope]
+        caller = key[0]
+        inline_before = start > 0 and nodes[start - 1].kind is op and nodes[start - 1].scope == caller
+        if calls[key] < 2 and not inline_before:
+            continue
+        block = nodes[start:end]
+        if any(node.scope != scope for node in block):
+            continue
+        made = {ref for node in block for ref in node.refs}
+        reads = frozenset(
+            ref for node in block for ref in node.inputs if ref not in made and is_node_ref(ref)
+        )
+        if not reads:
+            continue
+        if (key, reads) in seen:
+            return True
+        seen.add((key, reads))
+        before = start - 1
+        while before >= 0 and nodes[before].kind is op and nodes[before].scope == caller:
+            if not reads.isdisjoint(nodes[before].inputs):
+                return True
+            before -= 1
+    return False
+
+
+def _loops(
+    nodes: list[Node], call_parents: dict[str, str], blocks: dict[str, tuple[int, int]]
+) -> Iterator[_Loop]:
     """Each loop over calls with inline work to put in place (calls back to back alone are the call rule's).
 
     From a call: the later calls of its module that read the same activations, with the runs
     between them that read none of their results; and the end of the run before it that reads
     just what the calls read and that nothing between them reads.
     """
-    for units in _stretches(nodes, call_parents):
+    for units in _stretches(nodes, call_parents, blocks):
         index = 0
         while index < len(units):
             first = units[index]
@@ -269,12 +333,13 @@ def _suffix_reading(nodes: list[Node], run: _Unit, reads: frozenset[str]) -> _Un
     return None
 
 
-def _stretches(nodes: list[Node], call_parents: dict[str, str]) -> Iterator[list[_Unit]]:
+def _stretches(
+    nodes: list[Node], call_parents: dict[str, str], blocks: dict[str, tuple[int, int]]
+) -> Iterator[list[_Unit]]:
     """Each caller's runs of inline operations and calls of its child modules, in order.
 
     A condition, or a call whose nodes are not contiguous, ends a stretch.
     """
-    blocks = _call_blocks(nodes, call_parents)
     starts = {(call_parents.get(scope, ""), start): scope for scope, (start, _) in blocks.items()}
     op = NodeKind.OP
     for caller in dict.fromkeys(caller for caller, _ in starts):  # in the order of the calls, not a set's
