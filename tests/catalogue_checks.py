@@ -52,25 +52,44 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: Models per fresh process: memory a process keeps from the models it built goes with it, so
+#: three processes side by side over the whole catalogue stay well inside the machine's memory.
+CHUNK = 60
+
+
 def digests_by_hash_seed(builder: str, names: list[str]) -> dict[str, dict[str, str]]:
-    """The snapshot digest (or ``error: <type>``) of each model, in one fresh process per hash seed."""
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-c", DUMP, str(Path(__file__).parent), builder, *names],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            # One thread each: the processes run side by side, and torch's threads spinning on
-            # shared cores made them several times slower. Structure does not depend on it.
-            env={**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"},
-        )
-        for seed in HASH_SEEDS
-    ]
-    found = {}
-    for seed, run in zip(HASH_SEEDS, runs):
-        out, _ = run.communicate(timeout=3600)
-        found[seed] = dict(json.loads(line) for line in out.splitlines() if line.startswith("["))
+    """The snapshot digest (or ``error: ...``) of each model, in fresh processes, one per hash seed at a time."""
+    found: dict[str, dict[str, str]] = {seed: {} for seed in HASH_SEEDS}
+    for first in range(0, len(names), CHUNK):
+        chunk = names[first : first + CHUNK]
+        runs = {seed: _start(builder, chunk, seed) for seed in HASH_SEEDS}
+        for seed, run in runs.items():
+            found[seed].update(_finish(builder, chunk, seed, run))
     return found
+
+
+def _start(builder: str, names: list[str], seed: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", DUMP, str(Path(__file__).parent), builder, *names],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        # One thread each: the processes run side by side, and torch's threads spinning on
+        # shared cores made them several times slower. Structure does not depend on it.
+        env={**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _finish(builder: str, names: list[str], seed: str, run: subprocess.Popen[str]) -> dict[str, str]:
+    """What ``run`` printed; where it died, the model it died on says so and the rest go on in a new one."""
+    out, _ = run.communicate(timeout=3600)
+    done = dict(json.loads(line) for line in out.splitlines() if line.startswith("["))
+    left = [name for name in names if name not in done]
+    if left:
+        done[left[0]] = f"error: the fresh process ended (exit status {run.returncode}) on it"
+        if left[1:]:
+            done.update(_finish(builder, left[1:], seed, _start(builder, left[1:], seed)))
+    return done
 
 
 def check_meta(name: str, on_cpu: str, model: torch.nn.Module, kwargs: dict[str, Any]) -> None:
