@@ -245,6 +245,8 @@ class Matching:
 
     def module_path(self, path: str) -> str:
         """The new path of an old module (or of a parameter under it)."""
+        if not self.modules:  # nothing renamed, the usual case: asked of every module and node
+            return path
         prefixes = ids.ancestors(path)
         for prefix in reversed(prefixes):
             renamed = self.modules.get(prefix)
@@ -254,20 +256,20 @@ class Matching:
 
     def scope(self, scope: str) -> str:
         """The new name of an old node's scope (``module path[:call]``)."""
-        if not scope:
-            return ""
+        if not scope or not self.modules:
+            return scope
         return ids.with_path(scope, self.module_path(ids.scope_path(scope)))
 
     def ref(self, ref: str) -> str:
         """The new name of an old input reference (node output, param, buffer)."""
+        if ids.is_node_ref(ref):  # most references, told apart without parsing their kind
+            node_id, k = ids.split_output_ref(ref)
+            node_id = self.nodes.get(node_id, node_id)
+            return node_id if k is None else ids.output_ref(node_id, k)
         kind, name = ids.split_ref(ref)
         if kind is ids.RefKind.PARAM or kind is ids.RefKind.BUFFER:
             return ids.tensor_ref(self.module_path(name), is_buffer=kind is ids.RefKind.BUFFER)
-        if kind is ids.RefKind.CONST:
-            return ref
-        node_id, k = ids.split_output_ref(ref)
-        node_id = self.nodes.get(node_id, node_id)
-        return node_id if k is None else ids.output_ref(node_id, k)
+        return ref  # a constant
 
 
 @dataclass(frozen=True, slots=True)

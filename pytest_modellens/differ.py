@@ -107,15 +107,23 @@ def _views(old: dict[str, Any], new: dict[str, Any], matching: Matching) -> tupl
     Renamed nodes, modules and parameters are then the same keys on both sides, and
     equal entries are left out: they cannot differ, and a big model stays fast.
     """
+    renamed = bool(matching.modules)
+    moved = {old_id for old_id, new_id in matching.nodes.items() if old_id != new_id}
     nodes = {}
     for old_id, new_id in matching.nodes.items():
-        entry = dict(old["nodes"][old_id])
-        if "in" in entry:
-            entry["in"] = [matching.ref(ref) for ref in entry["in"]]
+        entry = old["nodes"][old_id]
+        refs = entry.get("in")
+        # Most entries read nothing renamed or moved: those are their own view (none is changed here).
+        if refs and (renamed or (moved and not moved.isdisjoint(map(ids.ref_node, refs)))):
+            entry = {**entry, "in": [matching.ref(ref) for ref in refs]}
         nodes[new_id] = entry
+    modules, params = old["modules"], old["params"]
+    if renamed:
+        modules = {matching.module_path(path): entry for path, entry in modules.items()}
+        params = {matching.ref(ref): spec for ref, spec in params.items()}
     old_view: dict[str, Any] = {
-        "modules": {matching.module_path(path): entry for path, entry in old["modules"].items()},
-        "params": {matching.ref(ref): spec for ref, spec in old["params"].items()},
+        "modules": modules,
+        "params": params,
         "nodes": nodes,
         "stats": {matching.ref(ref): entry for ref, entry in old.get("stats", {}).items()},
     }

@@ -20,6 +20,7 @@ the picture's folded boxes alike.
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -35,25 +36,46 @@ _Key = Callable[[Node], Any]  # what nodes are grouped by when paired in order
 T = TypeVar("T")
 
 
-def _signature(node: Node, classes: dict[str, str]) -> tuple[str, ...]:
-    if node.kind in (NodeKind.INPUT, NodeKind.OUTPUT):
-        return (node.kind.value, node.node_id)
-    path = node.module_path
-    return (node.kind.value, node.op, _NUMBER.sub("#", path), classes.get(path, ""))
+def _module_paths(nodes: Sequence[Node]) -> list[str]:
+    """Each node's module path (``Node.module_path``), read off its id once per node."""
+    outside = (NodeKind.INPUT, NodeKind.OUTPUT)
+    return ["" if node.kind in outside else ids.node_path(node.node_id) for node in nodes]
 
 
-def _module_renames(pairs: dict[str, str], old: dict[str, Node], new: dict[str, Node]) -> dict[str, str]:
-    """Old module path -> new one, by majority of the matched nodes in and under it."""
-    votes: defaultdict[str, Counter[str]] = defaultdict(Counter)
-    # Pairs of module paths first: a graph has far fewer of them than pairs of nodes.
-    paths = Counter((old[old_id].module_path, new[new_id].module_path) for old_id, new_id in pairs.items())
+def _signatures(nodes: Sequence[Node], paths: list[str], classes: dict[str, str]) -> list[tuple[str, ...]]:
+    """What aligns a node, blind to numbering: kind, op, module path with numbers blanked, class."""
+    blanked: dict[str, str] = {}  # the steps of a loop share a few paths: each blanked once
+    found: list[tuple[str, ...]] = []
+    for node, path in zip(nodes, paths):
+        kind = node.kind
+        if kind is NodeKind.INPUT or kind is NodeKind.OUTPUT:
+            found.append((kind.value, node.node_id))
+            continue
+        blind = blanked.get(path)
+        if blind is None:
+            blind = blanked[path] = _NUMBER.sub("#", path)
+        found.append((kind.value, node.op, blind, classes.get(path, "")))
+    return found
+
+
+def _module_renames(paths: Counter[tuple[str, str]]) -> dict[str, str]:
+    """Old module path -> new one, by majority of the matched nodes in and under it.
+
+    ``paths`` counts the matched pairs of nodes by their (old, new) module paths, in the
+    order the pairs were made: a graph has far fewer pairs of paths than pairs of nodes.
+    """
+    votes: dict[tuple[str, str], int] = {}  # (old path, new path) -> votes, in the order first seen
     for (old_path, new_path), count in paths.items():
         a, b = ids.ancestors(old_path), ids.ancestors(new_path)
         if len(a) != len(b):  # wrapped into a new container: a move, not a rename
             continue
-        for old_part, new_part in zip(a, b):
-            votes[old_part][new_part] += count
-    best = {path: counts.most_common(1)[0] for path, counts in votes.items() if path}
+        for vote in zip(a, b):
+            votes[vote] = votes.get(vote, 0) + count
+    # Each old path's most voted new one; of equals, the first seen.
+    best: dict[str, tuple[str, int]] = {}
+    for (path, target), count in votes.items():
+        if path and (path not in best or count > best[path][1]):
+            best[path] = (target, count)
     # Two old modules cannot become one new module: the better supported claim wins.
     claims: dict[str, tuple[int, str]] = {}
     for path, (target, count) in best.items():
@@ -203,21 +225,21 @@ def _in_order(blocks: list[Block]) -> list[Block]:
 
 def match(old: Trace, new: Trace) -> Matching:
     """Pair the nodes of ``old`` with those of ``new``, and the modules renamed between them."""
-    old_nodes = {node.node_id: node for node in old.nodes}
     new_nodes = {node.node_id: node for node in new.nodes}
-    old_classes = {m.path: m.class_name for m in old.modules}
-    new_classes = {m.path: m.class_name for m in new.modules}
-    old_sigs = [_signature(n, old_classes) for n in old.nodes]
-    new_sigs = [_signature(n, new_classes) for n in new.nodes]
+    old_paths, new_paths = _module_paths(old.nodes), _module_paths(new.nodes)
+    old_sigs = _signatures(old.nodes, old_paths, {m.path: m.class_name for m in old.modules})
+    new_sigs = _signatures(new.nodes, new_paths, {m.path: m.class_name for m in new.modules})
     pairs: dict[str, str] = {}
+    path_pairs: Counter[tuple[str, str]] = Counter()  # of the pairs, in the order they are made
     regions = []
     for equal, i1, i2, j1, j2 in align(old_sigs, new_sigs):
         old_part, new_part = old.nodes[i1:i2], new.nodes[j1:j2]
         if equal:
             pairs.update(zip((n.node_id for n in old_part), (n.node_id for n in new_part)))
+            path_pairs.update(zip(old_paths[i1:i2], new_paths[j1:j2]))
         else:
             regions.append((old_part, new_part))
-    aligned = Matching(dict(pairs), _module_renames(pairs, old_nodes, new_nodes))
+    aligned = Matching(dict(pairs), _module_renames(path_pairs))
     taken = set(pairs.values())
 
     def renamed_id(node: Node) -> str:
@@ -261,11 +283,21 @@ def match(old: Trace, new: Trace) -> Matching:
         pair_in_order(old_part, new_part, op, op, equal=False)
     # A node that moved (two ops swapped) is still itself when its id is free on both sides.
     for node in old.nodes:
+        if node.node_id in pairs:
+            continue
         target = renamed_id(node)
-        if node.node_id not in pairs and target in new_nodes and target not in taken:
+        if target in new_nodes and target not in taken:
             pair(node, new_nodes[target])
+    if len(pairs) == len(aligned.nodes):
+        return Matching(pairs, aligned.modules)
     # Pairs found inside regions tell of renames the aligned runs could not (fc -> proj).
-    return Matching(pairs, _module_renames(pairs, old_nodes, new_nodes))
+    old_path_of = dict(zip((node.node_id for node in old.nodes), old_paths))
+    new_path_of = dict(zip((node.node_id for node in new.nodes), new_paths))
+    path_pairs.update(
+        (old_path_of[old_id], new_path_of[new_id])
+        for old_id, new_id in itertools.islice(pairs.items(), len(aligned.nodes), None)
+    )  # pairs are only ever added: those after the aligned ones are the new ones
+    return Matching(pairs, _module_renames(path_pairs))
 
 
 def numbered_runs(

@@ -174,6 +174,10 @@ def _node_state(node: Node) -> State:
     return State(node.kind.value)
 
 
+#: The box shape of each node kind.
+_SHAPE_OF = {kind: Shape.of(kind) for kind in NodeKind}
+
+
 def _edge_source(ref: str) -> str | None:
     """The node an input reference comes from; None for parameters, buffers and constants."""
     return ids.ref_node(ref) if ids.is_node_ref(ref) else None
@@ -185,25 +189,32 @@ def _edge_source(ref: str) -> str | None:
 def _collapse(graph: Graph, target: dict[str, str], boxes: dict[str, _Box]) -> Graph:
     """Replace vertices by the boxes ``target`` sends them to, described by ``boxes``."""
     out = Graph(clusters=graph.clusters, title=graph.title)
+    vertices, edges, same = out.vertices, out.edges, State.SAME
     for key, vertex in graph.vertices.items():
         box_key = target.get(key)
         if box_key is None:
-            out.vertices[key] = vertex
+            vertices[key] = vertex
             continue
-        box = boxes[box_key]
-        entry = out.vertices.setdefault(
-            box_key, Vertex(list(box.lines), box.clusters, box.state, box_key, Shape.BOX, count=0)
-        )
+        entry = vertices.get(box_key)
+        if entry is None:
+            box = boxes[box_key]
+            entry = vertices[box_key] = Vertex(
+                list(box.lines), box.clusters, box.state, box_key, Shape.BOX, count=0
+            )
         entry.count += vertex.count
-    for key, vertex in out.vertices.items():
+    for key, vertex in vertices.items():
         if key in boxes:
             vertex.lines.append(count(vertex.count, boxes[key].noun))
-    for (tail, head), state in graph.edges.items():
-        tail, head = target.get(tail, tail), target.get(head, head)
+    for edge, state in graph.edges.items():
+        tail, head = edge
+        if tail in target or head in target:
+            tail, head = target.get(tail, tail), target.get(head, head)
+            edge = (tail, head)
         if tail == head and tail in boxes:
             continue  # an edge inside a collapsed box
-        if out.edges.get((tail, head)) in (None, State.SAME):
-            out.edges[tail, head] = state
+        drawn = edges.get(edge)
+        if drawn is None or drawn is same:
+            edges[edge] = state
     used = {c for v in out.vertices.values() for c in v.clusters}
     out.clusters = {k: v for k, v in graph.clusters.items() if k in used}
     return out
@@ -356,20 +367,25 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
                 line for c in changes[:4] for line in _change_lines(c)
             ]
         chain = chains.get(scope)
-        if chain is None:  # the steps of a loop share a few scopes: each chain made once
+        if chain is None:  # the steps of a loop share a few scopes: each chain and its clusters made once
             chain = chains[scope] = _cluster_chain(scope, modules, rolled=False)
+            add_clusters(chain)
         shown = [removals[node.node_id]] if was_removed and node.node_id in removals else changes
-        tooltip = _tooltip(node.node_id, shown)
-        graph.vertices[key] = Vertex(lines, chain, state, tooltip, Shape.of(node.kind))
+        tooltip = _tooltip(node.node_id, shown) if shown else node.node_id
+        graph.vertices[key] = Vertex(lines, chain, state, tooltip, _SHAPE_OF[node.kind])
+
+    def add_clusters(chain: tuple[str, ...]) -> None:
         for cluster in chain:
-            if cluster in graph.clusters:
-                continue
-            path = ids.scope_path(cluster)
-            label = _cluster_label(cluster, modules, rolled=False)
-            if path in renamed_from:
-                label += f", was {renamed_from[path]}"
-            label = "\n".join([label, *notes.get(path, [])])  # config old -> new, under the name
-            graph.clusters.setdefault(cluster, (label, module_state.get(path, State.SAME)))
+            if cluster not in graph.clusters:  # cropped, most are collapsed: labelled at the end
+                label = "" if cropped else cluster_label(cluster)
+                graph.clusters[cluster] = (label, module_state.get(ids.scope_path(cluster), State.SAME))
+
+    def cluster_label(cluster: str) -> str:
+        path = ids.scope_path(cluster)
+        label = _cluster_label(cluster, modules, rolled=False)
+        if path in renamed_from:
+            label += f", was {renamed_from[path]}"
+        return "\n".join([label, *notes.get(path, [])])  # config old -> new, under the name
 
     cropped = len(new.nodes) + len(removed) > crop_above
     chains: dict[str, tuple[str, ...]] = {}
@@ -380,23 +396,34 @@ def diff_graph(comparison: Comparison, *, hops: int = 2, crop_above: int = CROP_
         if node.node_id in removed:
             add(node, f"{node.node_id} (removed)", matching.scope(node.scope), was_removed=True)
     # Dicts, not sets, keep the edges in graph order: the same DOT text on every run.
+    is_node_ref, ref_node = ids.is_node_ref, ids.ref_node
     new_edges = {
-        (s, n.node_id): State.ADDED for n in new.nodes for s in filter(None, map(_edge_source, n.inputs))
+        (ref_node(ref), n.node_id): State.ADDED for n in new.nodes for ref in n.inputs if is_node_ref(ref)
     }
     old_edges = {}
+    new_id = matching.nodes.get
     for node in old.nodes:
-        head = matching.nodes.get(node.node_id, f"{node.node_id} (removed)")
-        for source in filter(None, map(_edge_source, node.inputs)):
-            old_edges[matching.nodes.get(source, f"{source} (removed)"), head] = State.REMOVED
-    for edge, state in (new_edges | old_edges).items():
-        if edge[0] in graph.vertices and edge[1] in graph.vertices:
-            graph.edges[edge] = State.SAME if edge in new_edges and edge in old_edges else state
+        head = new_id(node.node_id) or f"{node.node_id} (removed)"
+        for ref in node.inputs:
+            if is_node_ref(ref):
+                source = ref_node(ref)
+                old_edges[new_id(source) or f"{source} (removed)", head] = State.REMOVED
+    vertices, edges = graph.vertices, graph.edges
+    for edge in new_edges:  # the new graph's edges, then the old one's that are gone
+        if edge[0] in vertices and edge[1] in vertices:
+            edges[edge] = State.SAME if edge in old_edges else State.ADDED
+    for edge in old_edges:
+        if edge not in new_edges and edge[0] in vertices and edge[1] in vertices:
+            edges[edge] = State.REMOVED
     if not cropped:
         return graph
     drawn = _crop(_fold_whole_modules(graph, modules, comparison), modules, hops=hops)
     for key, node in unlabelled.items():
         if key in drawn.vertices:
             drawn.vertices[key].lines = _node_lines(node, new_specs)
+    drawn.clusters = {
+        cluster: (cluster_label(cluster), state) for cluster, (_, state) in drawn.clusters.items()
+    }
     return drawn
 
 
@@ -412,7 +439,7 @@ def _fold_whole_modules(graph: Graph, modules: dict[str, ModuleInfo], comparison
         if cluster is not None:
             target[key] = f"module {cluster}"
             boxes[f"module {cluster}"] = _module_box(cluster, vertex.clusters, modules, vertex.state)
-    return _collapse(graph, target, boxes)
+    return _collapse(graph, target, boxes) if target else graph
 
 
 def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
@@ -434,9 +461,13 @@ def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
     boxes: dict[str, _Box] = {}
     last_in: dict[str, str] = {}  # cluster -> box (or vertex) of the latest vertex inside it
     order: list[str] = []  # boxes and kept vertices in graph order
+    closed_of: dict[tuple[str, ...], str | None] = {}  # chain -> its outermost closed cluster
     for key, vertex in graph.vertices.items():
         chain = vertex.clusters
-        closed = next((c for c in chain if c not in open_clusters), None)
+        if chain in closed_of:
+            closed = closed_of[chain]
+        else:
+            closed = closed_of[chain] = next((c for c in chain if c not in open_clusters), None)
         if key in keep:
             box = key
         elif closed is None:
@@ -456,7 +487,8 @@ def _crop(graph: Graph, modules: dict[str, ModuleInfo], *, hops: int) -> Graph:
                 boxes[box] = _module_box(closed, chain, modules, state)
         if box != key:
             target[key] = box
-        for cluster in ("", *chain):
+        last_in[""] = box
+        for cluster in chain:
             last_in[cluster] = box
         if not order or order[-1] != box:
             order.append(box)
@@ -489,13 +521,17 @@ def _fold_runs(boxes: dict[str, _Box], modules: dict[str, ModuleInfo], order: li
 
     places = {key: where(key) for key in keys}
     place = places.__getitem__
-
-    def class_of(key: str) -> str:
+    class_names = {}
+    for key in keys:
         info = modules.get(ids.scope_path(key))
-        return info.class_name if info is not None else ""
+        class_names[key] = info.class_name if info is not None else ""
+    class_of = class_names.__getitem__
 
     def same_place(previous: str, this: str) -> bool:
-        if not (class_of(previous) and class_of(this)) or boxes[keys[previous]][1:] != boxes[keys[this]][1:]:
+        if not (class_names[previous] and class_names[this]):
+            return False
+        before, box = boxes[keys[previous]], boxes[keys[this]]
+        if before.clusters != box.clusters or before.state is not box.state or before.noun != box.noun:
             return False
         # Calls fold only back to back: a ReLU used twice in a block has other boxes between its calls.
         return place(this)[0][0] == 0 or position.get(keys[this], -1) == position.get(keys[previous], -2) + 1

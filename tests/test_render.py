@@ -395,6 +395,29 @@ def test_a_long_chain_of_siblings_of_mixed_classes_folds_around_its_one_change()
     assert graph.vertices["1500/gelu"].state == "changed"
 
 
+def _blocks(length: int, *, unbiased: int | None = None, inserted: int | None = None) -> nn.Sequential:
+    blocks = [nn.Sequential(nn.Linear(4, 4, bias=k != unbiased), nn.ReLU()) for k in range(length)]
+    if inserted is not None:
+        blocks.insert(inserted, nn.Sequential(nn.Linear(4, 4), nn.Tanh()))
+    return nn.Sequential(*blocks)
+
+
+def test_a_cropped_picture_labels_the_modules_it_keeps_open_with_their_changes_and_old_names() -> None:
+    x = torch.randn(1, 4)
+    old = pm.trace(_blocks(200), x)
+    reconfigured = render.diff_graph(compare(old, pm.trace(_blocks(200, unbiased=100), x)))
+    assert len(reconfigured.vertices) < 15  # of 402 nodes
+    assert reconfigured.clusters["100.0"] == (
+        "100.0 (Linear)\nconfig: bias True -> False\nparams: 20 -> 16",
+        "changed",
+    )
+    assert reconfigured.clusters["99"] == ("99 (Sequential)", "same")
+    assert "50" not in reconfigured.clusters  # folded into a box, not drawn as a cluster
+    renumbered = render.diff_graph(compare(old, pm.trace(_blocks(200, inserted=100), x)))
+    assert len(renumbered.vertices) < 15
+    assert renumbered.clusters["102"] == ("102 (Sequential), was 101", "same")
+
+
 def test_two_siblings_of_different_classes_stay_two_boxes() -> None:
     x = torch.randn(1, 8)
     graph = render.diff_graph(
