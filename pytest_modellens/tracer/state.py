@@ -269,20 +269,25 @@ class _PythonState:
     __slots__ = ("address", "gauss", "generator", "raw", "state")
 
     def __init__(self) -> None:
-        generator = self.generator = random.getstate.__self__  # the generator random.random draws from
+        generator = self.generator = _python_generator()
         self.gauss = getattr(generator, "gauss_next", None)
         self.address = _python_words_address(generator)
+        self.raw: bytes | None
+        self.state: tuple[Any, ...] | None
         if self.address is None:
             self.raw, self.state = None, generator.getstate()
         else:
             self.raw, self.state = ctypes.string_at(self.address, _MT19937_BYTES), None
 
     def restore(self) -> None:
-        generator = random.getstate.__self__
-        if self.raw is None or generator is not self.generator:
-            self.generator.setstate(self.state)
+        generator = self.generator  # the one read, whatever `random` draws from now
+        if self.state is not None:  # read in full
+            generator.setstate(self.state)
             return
-        if ctypes.string_at(self.address, _MT19937_BYTES) == self.raw and generator.gauss_next is self.gauss:
+        if self.raw is None or self.address is None:  # not reached: one or the other was read
+            return
+        now = ctypes.string_at(self.address, _MT19937_BYTES)
+        if now == self.raw and getattr(generator, "gauss_next", None) is self.gauss:
             return
         position = int.from_bytes(self.raw[:4], sys.byteorder, signed=True)
         words = struct.unpack(f"={_MT19937_WORDS}I", self.raw[4:])
@@ -295,6 +300,12 @@ _MT19937_WORDS = 624
 _PYTHON_STATE_VERSION = 3
 #: Where the position and the words of a ``random.Random`` lie, by generator class: checked once.
 _python_layouts: dict[type, int | None] = {}
+
+
+def _python_generator() -> random.Random:
+    """The generator the ``random`` module's functions draw from (they are its bound methods)."""
+    generator: random.Random = getattr(random.getstate, "__self__")  # noqa: B009 - typed here
+    return generator
 
 
 def _python_words_address(generator: random.Random) -> int | None:
