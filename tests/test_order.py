@@ -263,14 +263,18 @@ class Layer(nn.Module):
         return self.proj(x) * scale + mask.sum()
 
 
-class ScaledOrRotary(nn.Module):
-    """Beam's loop: one layer type's work is inline (a scale from the positions), the other's a call."""
+class _KindsLoop(nn.Module):
+    """A rotary module and two layers; the forward loops over ``kinds`` in the order given."""
 
     def __init__(self, kinds: tuple[str, ...]) -> None:
         super().__init__()
         self.rotary = PositionRotary()
         self.layers = nn.ModuleList([Layer(), Layer()])
         self.kinds = kinds
+
+
+class ScaledOrRotary(_KindsLoop):
+    """Beam's loop: one layer type's work is inline (a scale from the positions), the other's a call."""
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(x.shape[1]).unsqueeze(0)
@@ -297,14 +301,8 @@ def test_an_inline_block_and_a_call_run_in_either_order_give_the_same_snapshot()
     assert [node.node_id for node in one.op_nodes if node.op == "where"] == ["where", "where:2"]
 
 
-class PreparedOrNot(nn.Module):
+class PreparedOrNot(_KindsLoop):
     """dots3's loop: the call's argument is prepared inline for one kind only, so the calls are not back to back."""
-
-    def __init__(self, kinds: tuple[str, ...]) -> None:
-        super().__init__()
-        self.rotary = PositionRotary()
-        self.layers = nn.ModuleList([Layer(), Layer()])
-        self.kinds = kinds
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(x.shape[1]).unsqueeze(0)
