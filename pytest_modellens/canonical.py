@@ -286,6 +286,10 @@ def _specs(value: Any) -> tuple[TensorSpec, ...]:
     return tuple(map(_spec, value))
 
 
+#: Node kinds by the name a snapshot writes.
+_KINDS = {kind.value: kind for kind in NodeKind}
+
+
 def from_data(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
     """Build a Trace from canonical data; errors name the entry that is wrong."""
     where = "summary"
@@ -319,23 +323,22 @@ def from_data(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
         nodes = []
         for node_id, entry in data["nodes"].items():
             where = f"node {node_id!r}"
-            kind = NodeKind(entry.get("kind", "op"))
+            kind_name = entry.get("kind", "op")
+            kind = _KINDS.get(kind_name) if kind_name.__class__ is str else None
+            if kind is None:
+                kind = NodeKind(kind_name)  # the ValueError that names what is wrong
             outputs = _specs(entry.get("out"))
-            node = Node(
-                node_id,
-                kind,
+            op, inputs, args = (
                 entry.get("op", kind.value),
                 tuple(entry.get("in", ())),
                 tuple(entry.get("args", {}).items()),
-                outputs,
             )
-            node_stats = (
-                tuple(Stats(**stats[ref]) if ref in stats else None for ref in node.refs) if stats else ()
-            )
+            node_stats: tuple[Stats | None, ...] = ()
+            if stats:  # by the references of the node's outputs
+                refs = Node(node_id, kind, op, inputs, args, outputs).refs
+                node_stats = tuple(Stats(**stats[ref]) if ref in stats else None for ref in refs)
             flops = entry.get("flops", 0) if counted else None
-            nodes.append(
-                Node(node.node_id, kind, node.op, node.inputs, node.args, outputs, node_stats, flops)
-            )
+            nodes.append(Node(node_id, kind, op, inputs, args, outputs, node_stats, flops))
         return Trace(
             summary["model"],
             summary["inputs"],
