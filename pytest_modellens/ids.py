@@ -45,7 +45,8 @@ class RefKind(str, Enum):
     CONST = "const"
 
 
-_TENSOR_PREFIXES = ("param:", "buffer:", "const:")
+_PARAM, _BUFFER, _CONST = "param:", "buffer:", "const:"
+_TENSOR_PREFIXES = (_PARAM, _BUFFER, _CONST)
 
 
 # -- scopes and node ids --------------------------------------------------------------------
@@ -157,11 +158,11 @@ def ref_node(ref: str) -> str:
 
 
 def param_ref(name: str) -> str:
-    return f"param:{name}"
+    return _PARAM + name
 
 
 def buffer_ref(name: str) -> str:
-    return f"buffer:{name}"
+    return _BUFFER + name
 
 
 def tensor_ref(name: str, *, is_buffer: bool) -> str:
@@ -170,12 +171,12 @@ def tensor_ref(name: str, *, is_buffer: bool) -> str:
 
 def tensor_refs(names: list[str], *, is_buffer: bool) -> list[str]:
     """:func:`tensor_ref` of each name (one call for a model's parameters or buffers)."""
-    prefix = "buffer:" if is_buffer else "param:"
+    prefix = _BUFFER if is_buffer else _PARAM
     return [prefix + name for name in names]
 
 
 def const_ref(spec: object) -> str:
-    return f"const:{spec}"
+    return f"{_CONST}{spec}"
 
 
 def ref_kind(ref: str) -> RefKind:

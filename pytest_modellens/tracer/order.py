@@ -225,7 +225,6 @@ def _may_loop(nodes: list[Node], call_parents: dict[str, str], blocks: dict[str,
     such calls of one module from one caller read the same activations, or an operation of the
     caller in the run just before one reads what it reads (the leader of a single call).
     """
-    is_node_ref = ids.is_node_ref
     op = NodeKind.OP
     modules = {scope: (call_parents.get(scope, ""), ids.scope_path(scope)) for scope in blocks}
     calls: dict[tuple[str, str], int] = {}
@@ -241,10 +240,7 @@ def _may_loop(nodes: list[Node], call_parents: dict[str, str], blocks: dict[str,
         block = nodes[start:end]
         if any(node.scope != scope for node in block):
             continue
-        made = {ref for node in block for ref in node.refs}
-        reads = frozenset(
-            ref for node in block for ref in node.inputs if ref not in made and is_node_ref(ref)
-        )
+        reads = _made_and_read(block)[1]
         if not reads:
             continue
         if (key, reads) in seen:
@@ -366,12 +362,18 @@ def _stretches(
             run = index
 
 
+def _made_and_read(block: list[Node]) -> tuple[frozenset[str], frozenset[str]]:
+    """What a block's nodes make, and the activations they read from before it."""
+    made = frozenset(ref for node in block for ref in node.refs)
+    is_node_ref = ids.is_node_ref
+    return made, frozenset(
+        ref for node in block for ref in node.inputs if ref not in made and is_node_ref(ref)
+    )
+
+
 def _unit(nodes: list[Node], start: int, end: int, call: str) -> _Unit:
     block = nodes[start:end]
-    made = frozenset(ref for node in block for ref in node.refs)
-    reads = frozenset(
-        ref for node in block for ref in node.inputs if ids.is_node_ref(ref) and ref not in made
-    )
+    made, reads = _made_and_read(block)
     movable = not any(_writes_outside(node, made) for node in block)
     if call:
         movable = movable and bool(reads) and all(node.scope == call for node in block)

@@ -129,11 +129,13 @@ class Recorder(TorchFunctionMode):
         tensors = [t for _, t in (*tree.params, *tree.buffers)]
         keys = list(map(id, tensors))
         if not self.named and len(set(keys)) == len(keys):  # the model's own tree: each tensor once
-            names = [name for name, _ in tree.params]
-            refs = ids.tensor_refs(names, is_buffer=False)
-            names += [name for name, _ in tree.buffers]
-            refs += ids.tensor_refs(names[len(refs) :], is_buffer=True)
-            kinds = [False] * len(tree.params) + [True] * len(tree.buffers)
+            param_names = [name for name, _ in tree.params]
+            buffer_names = [name for name, _ in tree.buffers]
+            names = param_names + buffer_names
+            refs = ids.tensor_refs(param_names, is_buffer=False) + ids.tensor_refs(
+                buffer_names, is_buffer=True
+            )
+            kinds = [False] * len(param_names) + [True] * len(buffer_names)
             self.named.update(zip(keys, zip(names, kinds, tensors)))
             self.producers.update(zip(keys, zip(map(weakref.ref, tensors), refs)))
             return

@@ -289,9 +289,7 @@ class _PythonState:
         now = ctypes.string_at(self.address, _MT19937_BYTES)
         if now == self.raw and getattr(generator, "gauss_next", None) is self.gauss:
             return
-        position = int.from_bytes(self.raw[:4], sys.byteorder, signed=True)
-        words = struct.unpack(f"={_MT19937_WORDS}I", self.raw[4:])
-        generator.setstate((_PYTHON_STATE_VERSION, (*words, position), self.gauss))
+        generator.setstate((_PYTHON_STATE_VERSION, _python_internal(self.raw), self.gauss))
 
 
 #: The words of an MT19937 generator (Python's and NumPy's legacy one).
@@ -329,9 +327,13 @@ def _python_words_offset(generator: random.Random) -> int | None:
         return None
     offset = object.__basicsize__  # right after the object header (refcount and type)
     raw = ctypes.string_at(id(generator) + offset, _MT19937_BYTES)
+    return offset if _python_internal(raw) == internal else None
+
+
+def _python_internal(raw: bytes) -> tuple[int, ...]:
+    """The generator's words and position as ``getstate`` gives them, from the raw block."""
     position = int.from_bytes(raw[:4], sys.byteorder, signed=True)
-    words = struct.unpack(f"={_MT19937_WORDS}I", raw[4:])
-    return offset if (*words, position) == internal else None
+    return (*struct.unpack(f"={_MT19937_WORDS}I", raw[4:]), position)
 
 
 #: The MT19937 words and position behind NumPy's global generator: 624 uint32 and an int.
