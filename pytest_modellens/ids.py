@@ -147,14 +147,18 @@ def output_refs(node_id: str, count: int) -> list[str]:
 
 
 def split_output_ref(ref: str) -> tuple[str, int | None]:
-    """``(node id, k)`` of a node reference; k is None for a node's only output."""
-    node_id, hash_, k = ref.partition("#")
-    return node_id, int(k) if hash_ else None
+    """``(node id, k)`` of a node reference; k is None for a node's only output.
+
+    The last ``#`` with digits after it only: a module outside the model's tree is named
+    ``<Linear#2>``, so its ops' ids hold a ``#`` of their own.
+    """
+    node_id, hash_, k = ref.rpartition("#")
+    return (node_id, int(k)) if hash_ and k.isdigit() else (ref, None)
 
 
 def ref_node(ref: str) -> str:
     """The node id of a reference to a node's output (``a/linear`` of ``a/linear#1``)."""
-    return ref.partition("#")[0]
+    return split_output_ref(ref)[0]
 
 
 def param_ref(name: str) -> str:

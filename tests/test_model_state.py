@@ -333,7 +333,9 @@ class PythonNoise(nn.Module):
     [
         pytest.param(lambda: None, lambda: 0.0, id="nothing drawn"),
         pytest.param(lambda: None, lambda: random.random(), id="one uniform"),
-        pytest.param(lambda: None, lambda: sum(random.random() for _ in range(700)), id="past a regeneration"),
+        pytest.param(
+            lambda: None, lambda: sum(random.random() for _ in range(700)), id="past a regeneration"
+        ),
         pytest.param(lambda: None, lambda: random.gauss(), id="one normal, a second one cached"),
         pytest.param(lambda: random.gauss(), lambda: 0.0, id="a cached normal, nothing drawn"),
         pytest.param(lambda: random.gauss(), lambda: random.gauss(), id="the cached normal drawn"),

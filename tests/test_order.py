@@ -342,3 +342,83 @@ class Combined(nn.Module):
 def test_inline_work_and_a_call_that_the_forward_combines_keep_the_forwards_order() -> None:
     ops = [node.node_id for node in lens.trace(Combined(), torch.randn(2, 4)).op_nodes]
     assert ops.index("linear") < ops.index("norm/layer_norm") < ops.index("mul")
+
+
+class CheckedOrMasked(nn.Module):
+    """lfm3's masks: for one layer type only a check (``if (mask == 1).all()``), for the other a full mask."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.kinds = kinds
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        masks: dict[str, Any] = {}
+        for kind in self.kinds:
+            if kind == "conv":
+                masks[kind] = None if (attention_mask == 1).all() else attention_mask
+            else:
+                masks[kind] = _mask(attention_mask, kind)
+        scores = self.proj(x) @ x.transpose(1, 2)
+        return (scores + masks["full_attention"]).softmax(-1)
+
+
+def test_a_check_and_a_block_beside_it_give_the_same_snapshot_in_either_order() -> None:
+    x, mask = torch.randn(2, 4, 4), torch.ones(2, 4, dtype=torch.long)
+    one = lens.trace(CheckedOrMasked(("conv", "full_attention")), x, mask)
+    other = lens.trace(CheckedOrMasked(("full_attention", "conv")), x, mask)
+    assert one.dumps() == other.dumps()
+    # The order a forward that checks first gives: the check, its `if`, then the mask.
+    ops = [node.node_id for node in one.nodes if node.kind.in_forward]
+    assert ops.index("all") < ops.index("bool") < ops.index("where") < ops.index("proj/linear")
+
+
+class CheckThenBranch(nn.Module):
+    """Work before a check on the same tensor and work after its ``if`` that reads it too."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shifted = x + 1
+        if (x > 0).all():
+            return shifted * x.cos()
+        return shifted
+
+
+def test_the_work_after_an_if_never_moves_before_it() -> None:
+    trace = lens.trace(CheckThenBranch(), torch.ones(2, 3))
+    ops = [node.op for node in trace.nodes if node.kind.in_forward]
+    # `add` ran before the check and may move after its `if`; `cos` ran after it and stays there.
+    assert ops == ["gt", "all", "bool", "add", "cos", "mul"]
+    assert lens.trace(CheckThenBranch(), torch.ones(2, 3)).dumps() == trace.dumps()
+
+
+class CheckOnOther(nn.Module):
+    """A check on another tensor than the block before it reads: not two bodies of one loop."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        shifted = x + 1
+        if (mask == 1).all():
+            return shifted
+        return shifted * mask
+
+
+def test_a_block_that_reads_other_data_than_the_check_keeps_its_place() -> None:
+    trace = lens.trace(CheckOnOther(), torch.ones(2, 3), torch.ones(2, 3))
+    assert [node.op for node in trace.nodes if node.kind.in_forward] == ["add", "eq", "all", "bool"]
+
+
+OUTSIDE = [nn.Linear(4, 4), nn.Linear(4, 4)]
+
+
+class MasksBesideOutsideModules(InlineMasks):
+    """Masks in the order given, after two modules outside the model's tree (ids ``<Linear#2>/...``)."""
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return super().forward(OUTSIDE[1](OUTSIDE[0](x)).chunk(2, -1)[1].repeat(1, 1, 2), attention_mask)
+
+
+def test_blocks_are_put_in_order_beside_modules_outside_the_models_tree() -> None:
+    one = lens.trace(MasksBesideOutsideModules(LAYER_TYPES), *MASK_INPUTS)
+    other = lens.trace(MasksBesideOutsideModules(LAYER_TYPES[::-1]), *MASK_INPUTS)
+    assert one.dumps() == other.dumps()
+    assert [node.node_id for node in one.op_nodes][:3] == ["<Linear>/linear", "<Linear#2>/linear", "chunk"]
+    assert lens.loads(one.dumps()).dumps() == one.dumps()

@@ -8,7 +8,7 @@ iterates a set of strings, whose order follows ``PYTHONHASHSEED``, so one proces
 Its mask functions do the same with operations written inline (``create_masks_for_generate``
 builds one mask per layer type in the set's order), so ``where`` and ``where:2`` swap.
 
-Three rules, narrow on purpose so that no other snapshot changes:
+Four rules, narrow on purpose so that no other snapshot changes:
 
 - Module calls: back-to-back calls of one module from one caller that read the same
   activations, none reading another's results (they differ only in parameters, buffers,
@@ -30,14 +30,20 @@ Three rules, narrow on purpose so that no other snapshot changes:
   for one layer type, ``self.rotary_emb(x, position_ids, layer_type)`` for the other): the calls,
   then it. Neither order of such a loop is the program's; this one keeps the runs before the
   calls whole, so the inline rule still sees the blocks of the loop before them.
+- Checks: where a loop's body for one element is only a check (``if (mask == 1).all()``: the
+  operations a tensor ``if`` reads, then the ``if``) and for another a block of inline
+  operations that reads the same activations, the blocks that ran just before the check go
+  after its ``if``: the order the forward gives when the check runs first. Work after an ``if``
+  never moves before it, since it may be the branch the ``if`` chose.
 
 Work on different data (a shared encoder applied to two inputs), work that reads another's
 results, independent lines that do not look alike, blocks that a later operation of the same
 run combines, and inline work beside a call that the forward goes on to combine keep the order
 the forward gave them, which is the program's. Not covered: blocks that read a tensor made
 earlier in the same run, a loop body whose inline work after its call reads other activations
-than the call, and inline work of several bodies of one loop that does not look alike (it keeps
-the order it ran in).
+than the call, inline work of several bodies of one loop that does not look alike (it keeps
+the order it ran in), and a check with two or more blocks of a loop after its ``if`` that do not
+look alike.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ def canonical_calls(nodes: list[Node], call_parents: dict[str, str]) -> list[Nod
     ordered = _canonical_module_calls(nodes, call_parents, blocks)
     if ordered is not nodes:  # calls moved: their places with them
         blocks = _call_blocks(ordered, call_parents)
-    return _canonical_blocks(_canonical_mixed(ordered, call_parents, blocks))
+    return _canonical_blocks(_canonical_checks(_canonical_mixed(ordered, call_parents, blocks)))
 
 
 def _canonical_module_calls(
@@ -378,6 +384,62 @@ def _unit(nodes: list[Node], start: int, end: int, call: str) -> _Unit:
     if call:
         movable = movable and bool(reads) and all(node.scope == call for node in block)
     return _Unit(start, end, call, reads, made, movable)
+
+
+def _canonical_checks(nodes: list[Node]) -> list[Node]:
+    """``nodes`` with the blocks of a loop that ran before a check moved after its ``if``.
+
+    A check is the operations a tensor ``if`` reads, at the end of a run of one call's inline
+    operations. Blocks just before it in the run are bodies of one loop with it where each reads
+    just the activations the check reads, none reads another's results and the ``if`` reads only
+    what the check made (``create_recurrent_attention_mask`` is only ``if (mask == 1).all()``
+    for one layer type, beside another's full mask). Those go after the ``if``: the order a
+    forward that runs the check first gives them already. Work after an ``if`` never moves
+    before it, since it may be the branch the ``if`` chose.
+    """
+    condition = NodeKind.CONDITION
+    if not any(node.kind is condition for node in nodes):
+        return nodes  # the usual case, told cheaply
+    renamed: dict[str, str] = {}
+    order = list(range(len(nodes)))
+    for index, node in enumerate(nodes):
+        if node.kind is not condition:
+            continue
+        moved = _bodies_before_check(nodes, index)
+        if moved is None:
+            continue
+        (start, check) = moved
+        flat = [*range(check, index + 1), *range(start, check)]
+        order[start : index + 1] = flat
+        renamed.update(_renumbered([nodes[i].node_id for i in flat]))
+    if not renamed:
+        return nodes
+    return [_renamed(nodes[i], lambda node_id: renamed.get(node_id, node_id)) for i in order]
+
+
+def _bodies_before_check(nodes: list[Node], index: int) -> tuple[int, int] | None:
+    """Where the loop bodies before the check of the ``if`` ``nodes[index]`` start, and where the check starts."""
+    op = NodeKind.OP
+    scope = nodes[index].scope
+    start = index
+    while start > 0 and nodes[start - 1].kind is op and nodes[start - 1].scope == scope:
+        start -= 1
+    if index - start < 2:
+        return None
+    pieces = _pieces(nodes, start, index)
+    (check, _), likeness = pieces[-1]
+    if likeness is None or len(pieces) < 2:
+        return None
+    reads = likeness[0]
+    made = _made_and_read(nodes[check:index])[0]
+    if not made.issuperset(nodes[index].inputs):
+        return None  # the `if` reads more than the check made: it joins other work
+    first = check
+    for (block_start, block_end), block_likeness in reversed(pieces[:-1]):
+        if block_likeness is None or block_likeness[0] != reads:
+            break  # (a block before the check cannot read what it made; the check reads none of theirs)
+        first = block_start
+    return None if first == check else (first, check)
 
 
 def _canonical_blocks(nodes: list[Node]) -> list[Node]:
