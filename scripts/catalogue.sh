@@ -15,4 +15,7 @@ DIFFUSERS=(diffusers==0.42.1 requests==2.34.2 urllib3==2.8.0 charset-normalizer=
   certifi==2026.10.19.post1 Pillow==13.0.0)
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "${DIFFUSERS[@]}" \
   || echo "diffusers could not be installed: tests/test_diffusers.py will be skipped" >&2
+# scipy: the losses some transformers models build in their constructor (eomt, videomt) import it.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps scipy==1.17.1 \
+  || echo "scipy could not be installed: the models that need it will be skipped" >&2
 exec .venv/bin/python -m pytest tests/test_catalogue.py tests/test_diffusers.py -m catalogue -n 0 -q -rfs "$@"

@@ -85,6 +85,8 @@ _KEEP = re.compile(
 )
 #: Fields a config derives from the sizes: left out, so that it derives them from the tiny ones.
 _DERIVED = frozenset({"out_features", "out_indices", "stage_names", "per_layer_config"})
+#: Lists with one entry per layer, named as layer counts are (``no_rope_layers``, ``moe_layers``).
+_PER_LAYER = re.compile(r"._layers$")
 _EXPERTS = re.compile(r"experts$")
 _TOP_K = re.compile(r"experts_per_tok|top_k|topk|num_selected|^n_group$|^num_expert_group$")
 
@@ -135,6 +137,7 @@ def _shrink(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     layer_counts = {}
     stages: set[int] = set()
+    depths = {v for k, v in data.items() if type(v) is int and v > 1 and _LAYERS.search(k)}
     for key, value in data.items():
         if key in _DERIVED:
             continue
@@ -151,7 +154,9 @@ def _shrink(data: dict[str, Any]) -> dict[str, Any]:
             and value
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
-            if _LAYERS.search(key) or key in {"depths", "layers"}:
+            if _PER_LAYER.search(key) and len(value) in depths:
+                out[key] = value  # one entry per layer (`no_rope_layers`): cut to the new depth below
+            elif _LAYERS.search(key) or key in {"depths", "layers"}:
                 # Stage ``i`` keeps up to ``i + 1`` layers: cvt reads a per-layer rate at its stage index.
                 out[key] = [min(v, i + 1) for i, v in enumerate(value)]
                 stages.add(len(value))
@@ -228,6 +233,13 @@ def _agree(default: dict[str, Any], out: dict[str, Any]) -> None:
                 out[groups] = 1
             if "mamba_d_ssm" in out:
                 out["mamba_d_ssm"] = out[expand] * width
+    for key, value in default.items():  # grouped convolutions with a group per channel keep it so
+        if "groups" in key and type(value) is int and value > 1 and value == default.get("hidden_size"):
+            out[key] = width
+    stages, patch = out.get("depths"), out.get("patch_size")
+    if type(out.get("window_size")) is int and isinstance(stages, list) and type(patch) is int:
+        # Swin's windows fit its last stage, which halves the patches' grid at each stage after the first.
+        out["window_size"] = min(out["window_size"], max(1, IMAGE // patch >> (len(stages) - 1)))
     if isinstance(out.get("index_topk"), int) and isinstance(out.get("index_kpool"), int):
         out["index_topk"] = out["index_kpool"]  # a top-k stays a multiple of the pool it is drawn from
 
@@ -362,7 +374,85 @@ def _inputs(model: Any, config: Any) -> list[dict[str, Any]]:
         kwargs["use_cache"] = False
     if not kwargs:
         raise NotBuilt("no input the catalogue knows how to make")
-    return [kwargs, *({**kwargs, **variant} for variant in variants)]
+    candidates = [kwargs, *({**kwargs, **variant} for variant in variants)]
+    # A model that reads a second input it cannot go without, sometimes without saying so in
+    # its signature (text beside the image, boxes beside the words): it, from its name.
+    made = {name: recipe for name, recipe in _RECIPES.items() if name in parameters}
+    required = [
+        name for name, p in parameters.items() if p.default is p.empty and p.kind in _NAMED and name in made
+    ]  # fmt: skip
+    if any(name not in kwargs for name in made):
+        candidates.append({**kwargs, **{name: None for name in made if name not in kwargs}})
+    patches = _patches(parameters, config, pixels)
+    for candidate in [*patches, *candidates]:
+        for name in [*required, *(n for n, v in candidate.items() if v is None)]:
+            if candidate.get(name) is None:
+                candidate[name] = made[name](config, candidate)
+    return [*patches, *candidates]
+
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _tokens(config: Any, _: dict[str, Any]) -> torch.Tensor:
+    vocab = _field(config, "vocab_size", 64)
+    low, high = (3, min(vocab, 64)) if vocab > 8 else (0, vocab)
+    return torch.randint(low, high, (BATCH, SEQUENCE))
+
+
+def _boxes(config: Any, made: dict[str, Any]) -> torch.Tensor:
+    """Word boxes ``(x0, y0, x1, y1)`` on a 0-1000 page, one per token, each inside the page."""
+    corner = torch.randint(0, 500, (BATCH, SEQUENCE, 2))
+    return torch.cat([corner, corner + torch.randint(1, 500, (BATCH, SEQUENCE, 2))], -1)
+
+
+def _features_mask(config: Any, made: dict[str, Any]) -> torch.Tensor:
+    features = made.get("input_features")
+    frames = features.shape[-1] if isinstance(features, torch.Tensor) else SEQUENCE
+    return torch.ones(BATCH, frames, dtype=torch.long)
+
+
+#: Inputs made by name wherever a forward asks for them: ``(config, inputs so far) -> tensor``.
+_RECIPES: dict[str, Callable[[Any, dict[str, Any]], torch.Tensor]] = {
+    "input_ids": _tokens,
+    "qformer_input_ids": _tokens,
+    "pixel_values": lambda config, _: torch.randn(
+        BATCH, _field(config, "num_channels", 3), *(2 * [_side(config)])
+    ),
+    "input_values": lambda config, _: torch.randn(BATCH, 1600),
+    "bbox": _boxes,
+    "visual_feats": lambda config, _: torch.randn(BATCH, 4, _field(config, "visual_feat_dim", WIDTH)),
+    "visual_pos": lambda config, _: torch.rand(BATCH, 4, _field(config, "visual_pos_dim", 4)),
+    "input_features_mask": _features_mask,
+}
+
+
+def _side(config: Any) -> int:
+    image = _field(config, "image_size", IMAGE)
+    return int(image[0] if isinstance(image, (list, tuple)) else image)
+
+
+def _patches(parameters: Any, config: Any, pixels: torch.Tensor) -> list[dict[str, Any]]:
+    """One image as the patch rows and ``(t, h, w)`` grid a Qwen-style vision tower reads, where it asks for a grid.
+
+    The rows are the patches flattened (channels, then time, then the patch's pixels); the grid
+    is a multiple of the tower's merge size on each side.
+    """
+    grid = next((name for name in ("grid_thw", "image_grid_thw") if name in parameters), None)
+    if grid is None:
+        return []
+    patch = _field(config, "patch_size", 14)
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    temporal = _field(config, "temporal_patch_size", 1)
+    channels = _field(config, "in_channels", None) or _field(config, "num_channels", 3)
+    merge = _field(config, "spatial_merge_size", None) or _field(config, "merge_size", 1)
+    side = 2 * merge
+    rows = torch.randn(side * side, channels * temporal * patch * patch)
+    name = "hidden_states" if "hidden_states" in parameters else "pixel_values"
+    found: dict[str, Any] = {name: rows, grid: torch.tensor([[1, side, side]])}
+    if "merge_sizes" in parameters:
+        found["merge_sizes"] = torch.tensor([merge])
+    return [found]
 
 
 def _model(model_type: str, config: Any, device: str) -> Any:
