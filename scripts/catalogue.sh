@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The optional catalogue group (marker `catalogue`): the transformers catalogue
-# (tests/test_catalogue.py) on a fixed sample by default (CI, about 30 s), every architecture
+# (tests/test_catalogue.py) on a fixed sample by default (CI, about 40 s), every architecture
 # with LENS_CATALOGUE=all (9 to 16 minutes on 2 shared cores), or the architectures named with
 # LENS_CATALOGUE=bert,gpt2; and a few diffusers models (tests/test_diffusers.py, about 20 s of
 # CPU time). Extra arguments go to pytest.

@@ -322,21 +322,21 @@ def _inputs(model: Any, config: Any) -> list[dict[str, Any]]:
     The signature does not say a tensor's layout, so the later candidates are the other layouts
     models use: audio as ``(batch, channels, samples)`` or features as ``(batch, frames, bins)``,
     video as ``(batch, frames, channels, height, width)``, an image beside the text of a model
-    that matches the two, decoder tokens for a model that needs them without saying so.
+    that matches the two, decoder tokens for a model that needs them without saying so. A
+    forward that asks for a patch grid (``grid_thw``) gets patch rows and a grid first. Inputs
+    in :data:`_RECIPES` are made wherever the signature requires them, and a last candidate has
+    every one the signature names (a forward that refuses to run without boxes or an image).
     """
     parameters = inspect.signature(model.forward).parameters
     main = getattr(model, "main_input_name", "input_ids")
     main = main[0] if isinstance(main, (list, tuple)) else main  # oneformer: pixels, then a task
-    vocab = _field(config, "vocab_size", 64)
-    low, high = (3, min(vocab, 64)) if vocab > 8 else (0, vocab)
-    image = _field(config, "image_size", IMAGE)
-    image = image[0] if isinstance(image, (list, tuple)) else image
-    channels = _field(config, "num_channels", 3)
-    pixels = torch.randn(BATCH, channels, image, image)
+    low, high = _token_range(config)
+    image, channels = _side(config), _field(config, "num_channels", 3)
+    pixels = _pixels(config)
     kwargs: dict[str, Any] = {}
     variants: list[dict[str, Any]] = []
     if main == "input_ids" or "input_ids" in parameters and main not in parameters:
-        kwargs["input_ids"] = torch.randint(low, high, (BATCH, SEQUENCE))
+        kwargs["input_ids"] = _tokens(config)
         if "pixel_values" in parameters:
             variants.append({"pixel_values": pixels})
     elif main == "pixel_values":
@@ -381,9 +381,10 @@ def _inputs(model: Any, config: Any) -> list[dict[str, Any]]:
     required = [
         name for name, p in parameters.items() if p.default is p.empty and p.kind in _NAMED and name in made
     ]  # fmt: skip
-    if any(name not in kwargs for name in made):
-        candidates.append({**kwargs, **{name: None for name in made if name not in kwargs}})
-    patches = _patches(parameters, config, pixels)
+    missing = [name for name in made if name not in kwargs]
+    if missing:  # every input it has a recipe for, each drawn below (None: not yet made)
+        candidates.append({**kwargs, **dict.fromkeys(missing)})
+    patches = _patches(parameters, config)
     for candidate in [*patches, *candidates]:
         for name in [*required, *(n for n, v in candidate.items() if v is None)]:
             if candidate.get(name) is None:
@@ -394,10 +395,24 @@ def _inputs(model: Any, config: Any) -> list[dict[str, Any]]:
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
-def _tokens(config: Any, _: dict[str, Any]) -> torch.Tensor:
+def _token_range(config: Any) -> tuple[int, int]:
+    """Token ids to draw from: past the special ones where the vocabulary has room."""
     vocab = _field(config, "vocab_size", 64)
-    low, high = (3, min(vocab, 64)) if vocab > 8 else (0, vocab)
-    return torch.randint(low, high, (BATCH, SEQUENCE))
+    return (3, min(vocab, 64)) if vocab > 8 else (0, vocab)
+
+
+def _tokens(config: Any, _: dict[str, Any] | None = None) -> torch.Tensor:
+    return torch.randint(*_token_range(config), (BATCH, SEQUENCE))
+
+
+def _side(config: Any) -> int:
+    image = _field(config, "image_size", IMAGE)
+    return int(image[0] if isinstance(image, (list, tuple)) else image)
+
+
+def _pixels(config: Any, _: dict[str, Any] | None = None) -> torch.Tensor:
+    side = _side(config)
+    return torch.randn(BATCH, _field(config, "num_channels", 3), side, side)
 
 
 def _boxes(config: Any, made: dict[str, Any]) -> torch.Tensor:
@@ -416,9 +431,7 @@ def _features_mask(config: Any, made: dict[str, Any]) -> torch.Tensor:
 _RECIPES: dict[str, Callable[[Any, dict[str, Any]], torch.Tensor]] = {
     "input_ids": _tokens,
     "qformer_input_ids": _tokens,
-    "pixel_values": lambda config, _: torch.randn(
-        BATCH, _field(config, "num_channels", 3), *(2 * [_side(config)])
-    ),
+    "pixel_values": _pixels,
     "input_values": lambda config, _: torch.randn(BATCH, 1600),
     "bbox": _boxes,
     "visual_feats": lambda config, _: torch.randn(BATCH, 4, _field(config, "visual_feat_dim", WIDTH)),
@@ -427,12 +440,7 @@ _RECIPES: dict[str, Callable[[Any, dict[str, Any]], torch.Tensor]] = {
 }
 
 
-def _side(config: Any) -> int:
-    image = _field(config, "image_size", IMAGE)
-    return int(image[0] if isinstance(image, (list, tuple)) else image)
-
-
-def _patches(parameters: Any, config: Any, pixels: torch.Tensor) -> list[dict[str, Any]]:
+def _patches(parameters: Any, config: Any) -> list[dict[str, Any]]:
     """One image as the patch rows and ``(t, h, w)`` grid a Qwen-style vision tower reads, where it asks for a grid.
 
     The rows are the patches flattened (channels, then time, then the patch's pixels); the grid

@@ -30,6 +30,7 @@ SAMPLE = (
     "bert", "gpt2", "llama", "t5", "bart", "vit", "deit", "whisper", "wav2vec2", "mixtral",
     "mistral", "qwen2", "resnet", "convnext", "mamba", "distilbert", "roberta",
     "gemma3", "wav2vec2-conformer", "clip", "deepseek_v3", "qwen2_vl",
+    "lfm3", "lara_mini", "qwen2_5_vl_vision", "lxmert", "smollm3", "swin",
 )  # fmt: skip
 
 
