@@ -244,9 +244,12 @@ class Node:
     @property
     def scope(self) -> str:
         """Module path and call (``cell:3``) of an op or condition; ``""`` at the root."""
-        if self.kind.in_forward:
-            return ids.split_op_id(self.node_id)[0]
-        return ""
+        # `kind.in_forward`, written out: the ordering rules ask this of every node several
+        # times per trace.
+        kind = self.kind
+        if kind is NodeKind.INPUT or kind is NodeKind.OUTPUT:
+            return ""
+        return ids.split_op_id(self.node_id)[0]
 
     @property
     def module_path(self) -> str:

@@ -370,8 +370,11 @@ def _stretches(
 
 def _made_and_read(block: list[Node]) -> tuple[frozenset[str], frozenset[str]]:
     """What a block's nodes make, and the activations they read from before it."""
-    made = frozenset(ref for node in block for ref in node.refs)
     is_node_ref = ids.is_node_ref
+    if len(block) == 1:  # a call of a leaf module (a loop's cell): a node never reads its own outputs
+        node = block[0]
+        return frozenset(node.refs), frozenset(ref for ref in node.inputs if is_node_ref(ref))
+    made = frozenset(ref for node in block for ref in node.refs)
     return made, frozenset(
         ref for node in block for ref in node.inputs if ref not in made and is_node_ref(ref)
     )
