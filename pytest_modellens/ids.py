@@ -87,7 +87,7 @@ def split_numbered_op(name: str) -> tuple[str, int]:
 
 def op_id(scope_: str, op: str, n: int) -> str:
     """The id of the ``n``-th ``op`` in ``scope_``."""
-    name = numbered(op, n)
+    name = op if n == 1 else f"{op}:{n}"  # `numbered`, written out: this runs for every operation
     return f"{scope_}/{name}" if scope_ else name
 
 

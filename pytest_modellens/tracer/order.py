@@ -60,11 +60,26 @@ from .writes import writes
 
 def canonical_calls(nodes: list[Node], call_parents: dict[str, str]) -> list[Node]:
     """``nodes`` with interchangeable calls, then interchangeable inline blocks, in content order."""
-    blocks = _call_blocks(nodes, call_parents)
+    # Each node's scope, read once per list of nodes: the rules below ask it of every node
+    # several times, and a list is cheaper to index than the id is to split.
+    scopes = _scopes(nodes)
+    blocks = _call_blocks(nodes, call_parents, scopes)
     ordered = _canonical_module_calls(nodes, call_parents, blocks)
     if ordered is not nodes:  # calls moved: their places with them
-        blocks = _call_blocks(ordered, call_parents)
-    return _canonical_blocks(_canonical_checks(_canonical_mixed(ordered, call_parents, blocks)))
+        scopes = _scopes(ordered)
+        blocks = _call_blocks(ordered, call_parents, scopes)
+    mixed = _canonical_mixed(ordered, call_parents, blocks, scopes)
+    checked = _canonical_checks(mixed)
+    if checked is not ordered:
+        scopes = _scopes(checked)
+    return _canonical_blocks(checked, scopes)
+
+
+def _scopes(nodes: list[Node]) -> list[str | None]:
+    """Each node's scope (:attr:`Node.scope`), None for an input or output."""
+    split = ids.split_op_id
+    outside = (NodeKind.INPUT, NodeKind.OUTPUT)
+    return [None if node.kind in outside else split(node.node_id)[0] for node in nodes]
 
 
 def _canonical_module_calls(
@@ -91,19 +106,18 @@ def _canonical_module_calls(
     return [_renamed(nodes[i], lambda node_id: _moved_call(node_id, renamed)) for i in order]
 
 
-def _call_blocks(nodes: list[Node], call_parents: dict[str, str]) -> dict[str, tuple[int, int]]:
+def _call_blocks(
+    nodes: list[Node], call_parents: dict[str, str], scopes: list[str | None]
+) -> dict[str, tuple[int, int]]:
     """Each module call's nodes (its own and its sub-calls') as ``[start, end)``, where contiguous."""
     # Each scope's own nodes first, then each call's span and count given to its caller, callees
     # before callers (a call is entered after its caller): per node one step, not a walk up the calls.
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     count: dict[str, int] = {}
-    outside = (NodeKind.INPUT, NodeKind.OUTPUT)
-    split = ids.split_op_id
-    for index, node in enumerate(nodes):
-        if node.kind in outside:
+    for index, scope in enumerate(scopes):
+        if scope is None:
             continue
-        scope = split(node.node_id)[0]
         if scope not in first:
             first[scope] = index
         last[scope] = index + 1
@@ -199,10 +213,13 @@ class _Loop:
 
 
 def _canonical_mixed(
-    nodes: list[Node], call_parents: dict[str, str], blocks: dict[str, tuple[int, int]]
+    nodes: list[Node],
+    call_parents: dict[str, str],
+    blocks: dict[str, tuple[int, int]],
+    scopes: list[str | None],
 ) -> list[Node]:
     """``nodes`` with each loop over calls in one order: other work, the calls by content, work on their inputs."""
-    if not _may_loop(nodes, call_parents, blocks):
+    if not _may_loop(nodes, call_parents, blocks, scopes):
         return nodes  # the usual case, told cheaply: no loop of calls to look at
     loops = list(_loops(nodes, call_parents, blocks))
     if not loops:
@@ -224,7 +241,12 @@ def _canonical_mixed(
     return [_renamed(nodes[i], lambda node_id: _moved_call(node_id, renamed)) for i in order]
 
 
-def _may_loop(nodes: list[Node], call_parents: dict[str, str], blocks: dict[str, tuple[int, int]]) -> bool:
+def _may_loop(
+    nodes: list[Node],
+    call_parents: dict[str, str],
+    blocks: dict[str, tuple[int, int]],
+    scopes: list[str | None],
+) -> bool:
     """Whether the loop rule may find anything: a cheap test of what :func:`_loops` needs.
 
     It moves only calls with no module call inside them that read an activation; and either two
@@ -232,7 +254,8 @@ def _may_loop(nodes: list[Node], call_parents: dict[str, str], blocks: dict[str,
     caller in the run just before one reads what it reads (the leader of a single call).
     """
     op = NodeKind.OP
-    modules = {scope: (call_parents.get(scope, ""), ids.scope_path(scope)) for scope in blocks}
+    scope_path = ids.scope_path
+    modules = {scope: (call_parents.get(scope, ""), scope_path(scope)) for scope in blocks}
     calls: dict[tuple[str, str], int] = {}
     for key in modules.values():
         calls[key] = calls.get(key, 0) + 1
@@ -240,20 +263,24 @@ def _may_loop(nodes: list[Node], call_parents: dict[str, str], blocks: dict[str,
     for scope, (start, end) in blocks.items():
         key = modules[scope]
         caller = key[0]
-        inline_before = start > 0 and nodes[start - 1].kind is op and nodes[start - 1].scope == caller
+        inline_before = start > 0 and scopes[start - 1] == caller and nodes[start - 1].kind is op
         if calls[key] < 2 and not inline_before:
             continue
-        block = nodes[start:end]
-        if any(node.scope != scope for node in block):
-            continue
-        reads = _made_and_read(block)[1]
+        if end - start == 1:  # a call of a leaf module (a loop's cell): a node never reads its own outputs
+            if scopes[start] != scope:
+                continue
+            reads = frozenset(filter(ids.is_node_ref, nodes[start].inputs))
+        else:
+            if any(scopes[index] != scope for index in range(start, end)):
+                continue
+            reads = _made_and_read(nodes[start:end])[1]
         if not reads:
             continue
         if (key, reads) in seen:
             return True
         seen.add((key, reads))
         before = start - 1
-        while before >= 0 and nodes[before].kind is op and nodes[before].scope == caller:
+        while before >= 0 and scopes[before] == caller and nodes[before].kind is op:
             if not reads.isdisjoint(nodes[before].inputs):
                 return True
             before -= 1
@@ -445,11 +472,11 @@ def _bodies_before_check(nodes: list[Node], index: int) -> tuple[int, int] | Non
     return None if first == check else (first, check)
 
 
-def _canonical_blocks(nodes: list[Node]) -> list[Node]:
+def _canonical_blocks(nodes: list[Node], scopes: list[str | None]) -> list[Node]:
     """``nodes`` with each group of interchangeable inline blocks in content order, renumbered."""
     renamed: dict[str, str] = {}
     order = list(range(len(nodes)))
-    for start, end in _direct_runs(nodes):
+    for start, end in _direct_runs(nodes, scopes):
         for group in _interchangeable_blocks(nodes, start, end):
             keys = [_block_content(nodes, block) for block in group]
             ranked = sorted(range(len(group)), key=keys.__getitem__)
@@ -463,13 +490,13 @@ def _canonical_blocks(nodes: list[Node]) -> list[Node]:
     return [_renamed(nodes[i], lambda node_id: renamed.get(node_id, node_id)) for i in order]
 
 
-def _direct_runs(nodes: list[Node]) -> list[tuple[int, int]]:
+def _direct_runs(nodes: list[Node], scopes: list[str | None]) -> list[tuple[int, int]]:
     """Each run ``[start, end)`` of two or more operations in one module call, none in a sub-call.
 
     A condition ends a run: what follows an ``if`` on a tensor depends on it, though no data says so.
     """
     op = NodeKind.OP
-    calls = [node.scope if node.kind is op else None for node in nodes]  # None: no operation
+    calls = [scope if node.kind is op else None for node, scope in zip(nodes, scopes)]  # None: no operation
     runs: list[tuple[int, int]] = []
     start = 0
     for index in range(1, len(nodes) + 1):

@@ -81,6 +81,8 @@ _EXIT_HOOK_OPTIONS = {"always_call": True} | (
 )
 _function_ops: dict[type, Callable[..., Any]] = {}
 _OP = NodeKind.OP
+#: Whether a TorchFunctionMode is on: off inside an operation (the hooks ask it on every module call).
+_mode_enabled = torch._C._is_torch_function_mode_enabled
 #: The keys under which positional arguments are described, made once.
 _POSITIONS = tuple(str(position) for position in range(8))
 #: Questions about a tensor's shape, type and place: they never make a node, so the handler
@@ -205,7 +207,7 @@ class Recorder(TorchFunctionMode):
         return path
 
     def enter_module(self, module: nn.Module, args: Any) -> None:
-        if not torch._C._is_torch_function_mode_enabled():
+        if not _mode_enabled():
             return  # a module run inside an operation (torch.vmap's): part of that operation
         if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
             # What the module's own pre-hook would do next, out of the trace: making the
@@ -226,7 +228,7 @@ class Recorder(TorchFunctionMode):
         # Called as (module, args, kwargs, output), or as (module, args, None) when the
         # forward raised; then a module deeper down may have raised without its exit,
         # so scopes are popped down to this module's own.
-        if not torch._C._is_torch_function_mode_enabled():
+        if not _mode_enabled():
             return
         output = rest[-1]
         if output is not None:
@@ -237,10 +239,16 @@ class Recorder(TorchFunctionMode):
                 entry = producers.get(id(output))
                 if entry is None or entry[0]() is not output:
                     self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
-            elif output.__class__ is not tuple or not all(
-                t.__class__ is Tensor and (entry := producers.get(id(t))) is not None and entry[0]() is t
-                for t in output
-            ):
+            elif output.__class__ is tuple:
+                for t in output:
+                    if (
+                        t.__class__ is not Tensor
+                        or (entry := producers.get(id(t))) is None
+                        or entry[0]() is not t
+                    ):
+                        self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
+                        break
+            else:
                 self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
         owners = self.owners
         if owners[-1] is module:
@@ -335,19 +343,29 @@ class Recorder(TorchFunctionMode):
     ) -> None:
         node_id = self.new_id(op)
         if len(outputs) == 1:
-            specs: tuple[TensorSpec, ...] = (spec_of(outputs[0]),)
-            refs: tuple[str, ...] | list[str] = (node_id,)
-        else:
-            specs = tuple(map(spec_of, outputs))
-            refs = ids.output_refs(node_id, len(outputs))
+            output = outputs[0]
+            specs: tuple[TensorSpec, ...] = (spec_of(output),)
+            if not self.stats:
+                stats: tuple[Stats | None, ...] = ()
+            elif op in _UNINITIALIZED_OPS:  # the values of `torch.empty` are whatever the memory held
+                stats = (None,)
+            else:
+                stats = (self._stats_of(output, node_id),)
+            self.nodes.append(Node(node_id, _OP, op, tuple(inputs), tuple(described), specs, stats))
+            try:  # what `_produced` does, for the one output most operations have
+                self.producers[id(output)] = (weakref.ref(output), node_id)
+            except TypeError:  # a tensor type without weak references: track nothing
+                pass
+            return
+        specs = tuple(map(spec_of, outputs))
         if not self.stats:
-            stats: tuple[Stats | None, ...] = ()
-        elif op in _UNINITIALIZED_OPS:  # the values of `torch.empty` are whatever the memory held
+            stats = ()
+        elif op in _UNINITIALIZED_OPS:
             stats = (None,) * len(outputs)
         else:
             stats = self.stats_of(outputs, node_id)
         self.nodes.append(Node(node_id, _OP, op, tuple(inputs), tuple(described), specs, stats))
-        self._produced(outputs, refs)
+        self._produced(outputs, ids.output_refs(node_id, len(outputs)))
 
     # -- operations ------------------------------------------------------------------
 
@@ -431,13 +449,21 @@ class Recorder(TorchFunctionMode):
     def _take(self, key: str, value: Any, inputs: list[str], described: list[tuple[str, Any]]) -> None:
         """A non-tensor argument: tensors inside a list go to the inputs, the rest is described."""
         kind = value.__class__
-        if (
-            (kind is tuple or kind is list or kind is torch.Size)
-            and 0 < len(value) <= MAX_LISTED_ARGS
-            and all(item.__class__ is int for item in value)
-        ):  # a shape, stride or dims: what `describe` makes of it, without its walk
-            described.append((key, list(value)))
-            return
+        if (kind is tuple or kind is list or kind is torch.Size) and value:
+            # The two usual cases, told by the first item without a walk: a shape, stride or
+            # dims (what `describe` makes of it), and plain tensors (an LSTM cell's `(h, c)`,
+            # `torch.cat([a, b])`), which the inputs list says all of.
+            head = value[0].__class__
+            if head is int:
+                if len(value) <= MAX_LISTED_ARGS and all(item.__class__ is int for item in value):
+                    described.append((key, list(value)))
+                    return
+            elif head is Tensor and all(item.__class__ is Tensor for item in value):
+                producers = self.producers
+                for t in value:
+                    entry = producers.get(id(t))
+                    inputs.append(entry[1] if entry is not None and entry[0]() is t else self.ref(t))
+                return
         if isinstance(value, (list, tuple)) and value:
             tensors = tensors_in(value, [])
             if tensors:
@@ -446,7 +472,7 @@ class Recorder(TorchFunctionMode):
                     entry = producers.get(id(t))
                     inputs.append(entry[1] if entry is not None and entry[0]() is t else self.ref(t))
                 if len(tensors) == len(value) and all(isinstance(v, Tensor) for v in value):
-                    return  # torch.cat([a, b]): the inputs list says it all
+                    return  # a list of tensor subclasses (parameters): the inputs list says it all
         described.append((key, "<device>" if key == "device" else describe(value)))
 
     # -- custom autograd Functions -----------------------------------------------------
