@@ -146,6 +146,9 @@ def _leaf_paths(tree: ModuleTree, leaf_modules: Iterable[type | str], model: str
     A class picks its instances (and its subclasses'), a string the modules at a path it
     matches (``fnmatch``: ``encoder.*``, ``blocks.?.attn``). One that picks none is a mistake.
     """
+    leaf_modules = list(leaf_modules)
+    if not leaf_modules:
+        return frozenset()  # the usual case: no walk of the tree for it
     first: dict[int, str] = {}
     for path, module in tree.paths:
         first.setdefault(id(module), path)
