@@ -453,6 +453,10 @@ def check(data: dict[str, Any], *, source: str = "snapshot") -> Trace:
     return _checked(data, source)[0]
 
 
+#: How a constant's reference starts (``const:float32[2]``): read for its spec, never looked up.
+_CONST = ids.const_ref("")
+
+
 def _checked(data: dict[str, Any], source: str) -> tuple[Trace, dict[str, Any]]:
     """:func:`check`, returning the Trace's own data as well."""
 
@@ -486,6 +490,8 @@ def _checked(data: dict[str, Any], source: str) -> tuple[Trace, dict[str, Any]]:
     readable = {param.ref for param in trace.params}
     for node in trace.nodes:
         for ref in node.inputs:
+            if ref in readable and not ref.startswith(_CONST):
+                continue  # most references: an earlier node's, a parameter's (no need to split them)
             kind, name = ids.split_ref(ref)
             if kind is ids.RefKind.CONST:
                 try:
