@@ -139,8 +139,14 @@ def test_ctrl_c_as_a_signal_during_an_update_deletes_nothing(suite: pytest.Pytes
         )
     )
     before = hashes(suite.path)
+    # The child's SIGINT handler set outright: a Python started with SIGINT ignored (as a
+    # parent that ignores it passes on) installs none, and the signal would be lost.
+    run = (
+        "import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.exit(pytest.main(['-p', 'no:cacheprovider', '-s', '--lens-update']))"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "--lens-update"],
+        [sys.executable, "-c", run],
         cwd=suite.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
