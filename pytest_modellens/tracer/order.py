@@ -479,6 +479,8 @@ def _canonical_blocks(nodes: list[Node], scopes: list[str | None]) -> list[Node]
     renamed: dict[str, str] = {}
     order = list(range(len(nodes)))
     for start, end in _direct_runs(nodes, scopes):
+        if _one_piece(nodes, start, end):
+            continue  # the usual run (a loop body's `tanh(fc(x) + h)`): nothing to put in order
         for group in _interchangeable_blocks(nodes, start, end):
             keys = [_block_content(nodes, block) for block in group]
             ranked = sorted(range(len(group)), key=keys.__getitem__)
@@ -508,6 +510,26 @@ def _direct_runs(nodes: list[Node], scopes: list[str | None]) -> list[tuple[int,
             runs.append((start, index))
         start = index
     return runs
+
+
+def _one_piece(nodes: list[Node], start: int, end: int) -> bool:
+    """Whether data joins all of ``[start, end)`` into one piece, told without :func:`_joined`.
+
+    So it does where each operation reads the one just before it and that one reads an
+    activation: it is no factory (which :func:`_joined` does not join to its readers by itself).
+    """
+    is_node_ref = ids.is_node_ref
+    for index in range(start + 1, end):
+        previous = nodes[index - 1]
+        inputs = nodes[index].inputs
+        if len(previous.outputs) <= 1:
+            if previous.node_id not in inputs:
+                return False
+        elif not any(ref in inputs for ref in previous.refs):
+            return False
+        if not any(map(is_node_ref, previous.inputs)):
+            return False
+    return True
 
 
 def _interchangeable_blocks(nodes: list[Node], start: int, end: int) -> list[list[tuple[int, int]]]:
