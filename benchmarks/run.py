@@ -21,9 +21,9 @@ thread unless ``--threads`` says otherwise, so CPU time is the time of the work 
 - ``torchview``: ``torchview.draw_graph(model, input_data=args)`` (the graph, not a picture).
 
 Beyond the models: chains of one-op modules and loops of many steps (what a trace adds to
-the forward must not grow with the graph), the GPT-2 snapshot match, diff and picture, the diff of a
-20k-node loop changed everywhere, the pictures of a 10k-op chain and a 5000-step loop
-with one change, a model holding a 500 MB buffer, and GPT-2 XL built on the meta device.
+the forward must not grow with the graph), the GPT-2 snapshot match, diff and picture, the
+diff of a 20k-node loop changed everywhere, the pictures of a 10k-op chain and a 5000-step
+loop with one change, a model holding a 500 MB buffer, and GPT-2 XL built on the meta device.
 
 Memory is measured in a fresh subprocess per figure: the growth of the process's peak
 resident set size (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` just before the
