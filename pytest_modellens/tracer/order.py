@@ -515,8 +515,8 @@ def _direct_runs(nodes: list[Node], scopes: list[str | None]) -> list[tuple[int,
 def _one_piece(nodes: list[Node], start: int, end: int) -> bool:
     """Whether data joins all of ``[start, end)`` into one piece, told without :func:`_joined`.
 
-    So it does where each operation reads the one just before it and that one reads an
-    activation: it is no factory (which :func:`_joined` does not join to its readers by itself).
+    Data does where each operation reads the one just before it and that one reads an
+    activation (a factory, which reads none, :func:`_joined` does not join to its readers by itself).
     """
     is_node_ref = ids.is_node_ref
     for index in range(start + 1, end):

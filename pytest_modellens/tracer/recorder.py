@@ -237,18 +237,20 @@ class Recorder(TorchFunctionMode):
             producers = self.producers
             if output.__class__ is Tensor:
                 entry = producers.get(id(output))
-                if entry is None or entry[0]() is not output:
-                    self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
+                traced = entry is not None and entry[0]() is output
             elif output.__class__ is tuple:
+                traced = True
                 for t in output:
                     if (
                         t.__class__ is not Tensor
                         or (entry := producers.get(id(t))) is None
                         or entry[0]() is not t
                     ):
-                        self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
+                        traced = False
                         break
             else:
+                traced = False
+            if not traced:
                 self._cover_untraced(module, (args, rest[0] if len(rest) == 2 else None), output)
         owners = self.owners
         if owners[-1] is module:
@@ -449,30 +451,27 @@ class Recorder(TorchFunctionMode):
     def _take(self, key: str, value: Any, inputs: list[str], described: list[tuple[str, Any]]) -> None:
         """A non-tensor argument: tensors inside a list go to the inputs, the rest is described."""
         kind = value.__class__
+        plain = False  # a sequence of plain tensors only
         if (kind is tuple or kind is list or kind is torch.Size) and value:
             # The two usual cases, told by the first item without a walk: a shape, stride or
             # dims (what `describe` makes of it), and plain tensors (an LSTM cell's `(h, c)`,
-            # `torch.cat([a, b])`), which the inputs list says all of.
+            # `torch.cat([a, b])`), which need no `tensors_in` to find them.
             head = value[0].__class__
             if head is int:
                 if len(value) <= MAX_LISTED_ARGS and all(item.__class__ is int for item in value):
                     described.append((key, list(value)))
                     return
-            elif head is Tensor and all(item.__class__ is Tensor for item in value):
-                producers = self.producers
-                for t in value:
-                    entry = producers.get(id(t))
-                    inputs.append(entry[1] if entry is not None and entry[0]() is t else self.ref(t))
-                return
+            elif head is Tensor:
+                plain = all(item.__class__ is Tensor for item in value)
         if isinstance(value, (list, tuple)) and value:
-            tensors = tensors_in(value, [])
+            tensors = value if plain else tensors_in(value, [])
             if tensors:
                 producers = self.producers
                 for t in tensors:
                     entry = producers.get(id(t))
                     inputs.append(entry[1] if entry is not None and entry[0]() is t else self.ref(t))
-                if len(tensors) == len(value) and all(isinstance(v, Tensor) for v in value):
-                    return  # a list of tensor subclasses (parameters): the inputs list says it all
+                if plain or len(tensors) == len(value) and all(isinstance(v, Tensor) for v in value):
+                    return  # tensors only (parameters too): the inputs list says it all
         described.append((key, "<device>" if key == "device" else describe(value)))
 
     # -- custom autograd Functions -----------------------------------------------------
