@@ -10,6 +10,7 @@ neighbour's load on the machine falls on all of them alike. Each sample records 
 median over rounds of a method's sample over the forward pass timed in the same round.
 A sample of a call faster than ~20 ms is the mean of a loop of calls. torch runs one
 thread unless ``--threads`` says otherwise, so CPU time is the time of the work itself.
+"Faster than" a tool divides its ratio to the forward by ours, each from its own rounds.
 
 - ``forward``: ``model(*args)`` under ``torch.no_grad()``;
 - ``floor``: the same under an empty ``TorchFunctionMode`` with two empty global module
@@ -18,7 +19,7 @@ thread unless ``--threads`` says otherwise, so CPU time is the time of the work 
 - ``torchlens``: ``torchlens.trace(model, args)`` with its defaults (every activation
   saved), and ``torchlens meta``: with ``save=None`` (metadata only, the fair comparison),
   timed after the others, with forwards of its own, because TorchLens wraps torch globally
-  until told to unwrap; "faster than" compares each tool's ratio to the forward with ours;
+  until told to unwrap;
 - ``torchview``: ``torchview.draw_graph(model, input_data=args)`` (the graph, not a picture).
 
 Beyond the models: chains of one-op modules and loops of many steps (what a trace adds to

@@ -515,8 +515,9 @@ def _direct_runs(nodes: list[Node], scopes: list[str | None]) -> list[tuple[int,
 def _one_piece(nodes: list[Node], start: int, end: int) -> bool:
     """Whether data joins all of ``[start, end)`` into one piece, told without :func:`_joined`.
 
-    Data does where each operation reads the one just before it and that one reads an
-    activation (a factory, which reads none, :func:`_joined` does not join to its readers by itself).
+    It does where each operation reads the one just before it, and that one reads an activation
+    itself: an operation that reads none (a factory such as ``zeros``) is not joined to its
+    readers by :func:`_joined` on that alone, so a run holding one takes the full rule.
     """
     is_node_ref = ids.is_node_ref
     for index in range(start + 1, end):
